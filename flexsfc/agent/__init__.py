@@ -1,0 +1,1 @@
+"""flexsfc.agent"""

@@ -1,0 +1,104 @@
+"""The data plane's contract with the control plane (agent reconciler, benchmarks, metrics).
+
+`flexsfc.dataplane.facade.Dataplane` implements :class:`DataplaneAPI`. Cross-connections are named by
+their CrossConnection name; the data plane allocates the numeric ids it uses in its maps and keeps
+the name -> id mapping in pinned state, so a restarted process finds them again.
+"""
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from flexsfc.model.types import Side
+
+
+class ReplicaState(StrEnum):
+    ACTIVE = "active"  # in the Maglev table: receives new sessions
+    DRAINING = "draining"  # out of the Maglev table, keeps its established sessions
+
+
+class RedirectMode(StrEnum):
+    PEER = "peer"  # bpf_redirect_peer: straight into the pod's netns (faster)
+    REDIRECT = "redirect"  # bpf_redirect to the host-side veth's egress
+
+
+@dataclass(frozen=True)
+class ReplicaPort:
+    """One replica's interface on one side of a cross-connection, seen from the host."""
+
+    ifindex: int  # host-side veth ifindex (in the host network namespace)
+    identity: str  # stable identity used to order the Maglev table (pod UID or name)
+    state: ReplicaState = ReplicaState.ACTIVE
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    ip: str  # IPv4 or IPv6 address of the side's NF interface (shared by all its replicas)
+    mac: str
+
+
+@dataclass(frozen=True)
+class PortStats:
+    ifindex: int
+    from_port_packets: int  # emitted by the replica (TC ingress of its host veth)
+    from_port_bytes: int
+    to_port_packets: int  # delivered to the replica by the cross-connection
+    to_port_bytes: int
+    sessions_created: int  # sessions whose first packet chose this port
+
+
+@dataclass(frozen=True)
+class SessionEntry:
+    xc: str
+    proto: int
+    addr_lo: str
+    port_lo: int
+    addr_hi: str
+    port_hi: int
+    ifindex_a: int
+    ifindex_b: int
+
+
+class DataplaneAPI(Protocol):
+    def ensure_xc(self, name: str, *, maglev_table_size: int | None = None) -> int:
+        """Create the cross-connection if missing (idempotent); returns its numeric id."""
+        ...
+
+    def delete_xc(self, name: str) -> None:
+        """Remove the cross-connection, its ports, tables and neighbours (idempotent); detach ports."""
+        ...
+
+    def list_xcs(self) -> dict[str, int]: ...
+
+    def set_replicas(self, xc: str, side: Side, replicas: list[ReplicaPort]) -> None:
+        """Make `replicas` the whole replica set of one side (level-triggered).
+
+        ACTIVE ones form the Maglev table (ordered by identity), swapped in atomically; DRAINING ones
+        keep their sessions; ports no longer listed are forgotten, and their sessions re-hash lazily.
+        Attaches the TC program to new ports and detaches it from removed ones.
+        """
+        ...
+
+    def replicas(self, xc: str, side: Side) -> list[ReplicaPort]: ...
+
+    def set_neighbours(self, xc: str, side: Side, neighbours: list[Neighbour]) -> None:
+        """Addresses of side `side`'s NF interface, answered in place for ARP/ND from the other side."""
+        ...
+
+    def port_stats(self) -> dict[int, PortStats]: ...
+
+    def drop_stats(self) -> dict[str, int]:
+        """Drops by reason name (e.g. "not_ip", "malformed", "no_replica", "unknown_port")."""
+        ...
+
+    def session_count(self, xc: str | None = None) -> int: ...
+
+    def sessions(self, xc: str | None = None, limit: int = 10000) -> list[SessionEntry]: ...
+
+    def close(self) -> None:
+        """Release file descriptors; pinned state and attached programs stay (forwarding goes on)."""
+        ...
+
+    def destroy(self) -> None:
+        """Detach every port and remove all pinned state."""
+        ...

@@ -1,0 +1,1 @@
+"""The chain model: specs, manifest loading, validation and planning."""
