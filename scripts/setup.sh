@@ -42,8 +42,13 @@ fi
 stamp=.venv/.flexsfc-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing Python dependencies"
-  .venv/bin/pip install -q -U pip
-  .venv/bin/pip install -q -e ".[dev]"
+  log=$(mktemp)
+  if ! { .venv/bin/pip install -q -U pip && .venv/bin/pip install -q -e ".[dev]"; } >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "setup: pip install failed (log above)" >&2
+    exit 1
+  fi
+  rm -f "$log"
   touch "$stamp"
 fi
 

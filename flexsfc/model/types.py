@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 from flexsfc.model.constants import DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_SESSION_TIMEOUT_SECONDS
+from flexsfc.model.errors import Issue
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
@@ -114,3 +115,5 @@ class Plan:
     deployments: list[NfDeployment]
     attachments: list[NetworkAttachment]
     warnings: list[str] = field(default_factory=list)
+    # Every finding (warnings; errors only when built without raising), with object, field path, fix.
+    issues: list[Issue] = field(default_factory=list)
