@@ -1,0 +1,377 @@
+"""Data-plane microbenchmarks: per-packet program cost, replica add/remove time, Maglev build time,
+share of flows remapped on scale-out (Maglev vs modulo).
+
+Each function returns a plain dict; `python -m flexsfc.bench.dataplane_micro [--quick]` prints them
+all as JSON. Everything runs in private network namespaces with a private pin directory, all removed
+afterwards. Variants that are compared are interleaved round by round (the machine drifts).
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from flexsfc.dataplane import frames, libbpf
+from flexsfc.dataplane.api import Neighbour, ReplicaPort
+from flexsfc.dataplane.facade import TC_HANDLE, TC_PRIORITY, Dataplane
+from flexsfc.dataplane.maglev import build_table
+from flexsfc.model.constants import DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_PIN_DIR
+from flexsfc.model.types import Side
+from flexsfc.util.netns import in_netns
+
+TARGETS = {
+    "session_hit_ns_test_run": 60,
+    "live_path_ns": 100,
+    "replica_add_remove_ms": 1.0,
+    "remap_excess_over_ideal": 0.01,
+}
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {
+        "median": statistics.median(ordered),
+        "p10": ordered[len(ordered) // 10],
+        "p90": ordered[(len(ordered) * 9) // 10],
+        "min": ordered[0],
+        "n": len(ordered),
+    }
+
+
+# ---- private environment ------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _netns(label: str) -> Iterator[str]:
+    name = f"dpbench-{label}-{uuid.uuid4().hex[:6]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+
+
+@contextlib.contextmanager
+def _dataplane(**kwargs: Any) -> Iterator[Dataplane]:
+    dp = Dataplane(os.path.join(DEFAULT_PIN_DIR, f"bench-micro-{uuid.uuid4().hex[:8]}"), **kwargs)
+    try:
+        yield dp
+    finally:
+        dp.destroy()
+
+
+def _veth(peer_netns: str | None = None, peer_ifname: str | None = None, mac: str | None = None) -> int:
+    """A veth pair in the current netns (peer down), or with its peer in `peer_netns`; host ifindex."""
+    from pyroute2 import IPRoute
+
+    host = f"b{uuid.uuid4().hex[:8]}"
+    peer: dict[str, Any] = {"ifname": peer_ifname or f"q{host[1:]}"}
+    if mac:
+        peer["address"] = mac
+    with IPRoute() as ipr:
+        fd = os.open(f"/run/netns/{peer_netns}", os.O_RDONLY) if peer_netns else None
+        try:
+            if fd is not None:
+                peer["net_ns_fd"] = fd
+            ipr.link("add", ifname=host, kind="veth", peer=peer)
+        finally:
+            if fd is not None:
+                os.close(fd)
+        index = ipr.link_lookup(ifname=host)[0]
+        ipr.link("set", index=index, state="up")
+    return index
+
+
+# ---- per-packet cost through BPF_PROG_TEST_RUN ----------------------------------------------------------
+
+
+def per_packet_cost(rounds: int = 7, repeat: int = 200_000) -> dict[str, Any]:
+    """Average program run time (ns, kernel-measured) per frame kind, variants interleaved per round.
+
+    A 2-instruction program run the same way measures test_run's own per-run overhead; the net
+    figures subtract it round by round.
+    """
+    with _netns("cost") as ns, in_netns(ns), _dataplane(session_capacity=1 << 16) as dp:
+        a, b = _veth(), [_veth() for _ in range(4)]
+        dp.ensure_xc("bench")
+        dp.set_replicas("bench", Side.A, [ReplicaPort(a, "a")])
+        dp.set_replicas("bench", Side.B, [ReplicaPort(i, f"b{i}") for i in b])
+        dp.set_neighbours("bench", Side.B, [Neighbour("10.3.0.1", "02:00:00:00:00:b1")])
+        variants: dict[str, bytes] = {
+            "session_hit_udp4": frames.flow_frame("10.2.0.1", "10.3.0.1", frames.UDP, 1000, 53),
+            "session_hit_tcp6": frames.flow_frame("fd00::1", "fd00::2", frames.TCP, 1000, 443),
+            "arp_reply": frames.arp(1, "02:00:00:00:00:a1", "10.2.0.1", "00:00:00:00:00:00", "10.3.0.1"),
+            "drop_not_ip": frames.ethernet(0x88CC, bytes(46)),
+        }
+        raw: dict[str, list[float]] = {name: [] for name in ["reference", *variants]}
+        net: dict[str, list[float]] = {name: [] for name in variants}
+        new_session: list[float] = []
+        rng = random.Random(1)
+        reference_fd = libbpf.load_constant_program(0)
+        try:
+            for _ in range(rounds):
+                ref = libbpf.prog_test_run(
+                    reference_fd, variants["session_hit_udp4"], ifindex=a, repeat=repeat
+                )
+                raw["reference"].append(ref.duration_ns)
+                for name, frame in variants.items():
+                    cost = libbpf.prog_test_run(dp.prog_fd, frame, ifindex=a, repeat=repeat).duration_ns
+                    raw[name].append(cost)
+                    net[name].append(cost - ref.duration_ns)
+                new_session.append(_new_sessions(dp, a, rng))
+        finally:
+            os.close(reference_fd)
+        return {
+            "unit": "ns per packet (BPF_PROG_TEST_RUN average over `repeat` runs)",
+            "rounds": rounds,
+            "repeat": repeat,
+            "raw": {name: _stats(values) for name, values in raw.items()},
+            "net_of_reference": {name: _stats(values) for name, values in net.items()},
+            "new_session_udp4_raw": _stats(new_session),
+            "target_session_hit_ns": TARGETS["session_hit_ns_test_run"],
+        }
+
+
+def _new_sessions(dp: Dataplane, ifindex: int, rng: random.Random, count: int = 2000) -> float:
+    """Mean cost of a packet that creates a session: repeat=1 on distinct flows (coarse: 1 ns clock)."""
+    durations = []
+    for _ in range(count):
+        src = f"10.{rng.randrange(4, 250)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+        frame = frames.flow_frame(src, "10.3.0.1", frames.UDP, rng.randrange(1024, 65535), 53)
+        durations.append(libbpf.prog_test_run(dp.prog_fd, frame, ifindex=ifindex, repeat=1).duration_ns)
+    return statistics.mean(durations)
+
+
+# ---- per-packet cost in the live path (kernel.bpf_stats_enabled) -----------------------------------------
+
+
+def _prog_run_stats(prog_fd: int) -> tuple[int, int]:
+    shown = subprocess.run(
+        ["bpftool", "prog", "show", "id", str(libbpf.prog_id(prog_fd)), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    info = json.loads(shown.stdout)
+    return int(info.get("run_time_ns", 0)), int(info.get("run_cnt", 0))
+
+
+@contextlib.contextmanager
+def _bpf_stats() -> Iterator[None]:
+    path = "/proc/sys/kernel/bpf_stats_enabled"
+    with open(path) as f:
+        before = f.read().strip()
+    with open(path, "w") as f:
+        f.write("1")
+    try:
+        yield
+    finally:
+        with open(path, "w") as f:
+            f.write(before)
+
+
+def live_path_cost(seconds: float = 2.0, flows: int = 64, rounds: int = 3) -> dict[str, Any]:
+    """Program run time per packet on real UDP traffic (client netns -> xc -> server netns).
+
+    Interleaved with a bare `bpf_redirect_peer(server)` program attached in its place on the client
+    port (same traffic, same stats overhead): the difference is what the cross-connection adds.
+    """
+    client_mac, server_mac = "02:c1:00:00:00:01", "02:5e:00:00:00:01"
+    with (
+        _netns("host") as host_ns,
+        _netns("client") as client_ns,
+        _netns("server") as server_ns,
+        in_netns(host_ns),
+        _dataplane(session_capacity=1 << 16) as dp,
+    ):
+        client = _veth(client_ns, "eth1", client_mac)
+        server = _veth(server_ns, "eth1", server_mac)
+        for ns, cidr in ((client_ns, "10.8.0.1/24"), (server_ns, "10.8.0.2/24")):
+            subprocess.run(["ip", "-n", ns, "addr", "add", cidr, "dev", "eth1"], check=True)
+            subprocess.run(["ip", "-n", ns, "link", "set", "eth1", "up"], check=True)
+        dp.ensure_xc("live")
+        dp.set_replicas("live", Side.A, [ReplicaPort(client, "client")])
+        dp.set_replicas("live", Side.B, [ReplicaPort(server, "server")])
+        dp.set_neighbours("live", Side.A, [Neighbour("10.8.0.1", client_mac)])
+        dp.set_neighbours("live", Side.B, [Neighbour("10.8.0.2", server_mac)])
+        with in_netns(server_ns):
+            sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sink.bind(("0.0.0.0", 9000))
+        with in_netns(client_ns):
+            senders = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(flows)]
+        # Prime ARP (answered by the cross-connection) and the sessions before measuring.
+        for sock in senders:
+            sock.sendto(b"x", ("10.8.0.2", 9000))
+        time.sleep(0.2)
+        stop = threading.Event()
+
+        def drain() -> None:
+            sink.settimeout(0.2)
+            while not stop.is_set():
+                with contextlib.suppress(OSError):
+                    sink.recv(2048)
+
+        def measure(prog_fd: int) -> float | None:
+            libbpf.tc_attach_ingress(client, prog_fd, TC_HANDLE, TC_PRIORITY)
+            t0, c0 = _prog_run_stats(prog_fd)
+            deadline = time.monotonic() + seconds
+            payload = bytes(18)
+            while time.monotonic() < deadline:
+                for sock in senders:
+                    with contextlib.suppress(BlockingIOError, ConnectionRefusedError):
+                        sock.sendto(payload, ("10.8.0.2", 9000))
+            t1, c1 = _prog_run_stats(prog_fd)
+            return (t1 - t0) / (c1 - c0) if c1 > c0 else None
+
+        drainer = threading.Thread(target=drain, daemon=True)
+        drainer.start()
+        ours: list[float] = []
+        bare: list[float] = []
+        reference_fd = libbpf.load_redirect_program(server, peer=True)
+        try:
+            with _bpf_stats():
+                for _ in range(rounds):
+                    for prog_fd, out in ((reference_fd, bare), (dp.prog_fd, ours)):
+                        value = measure(prog_fd)
+                        if value is not None:
+                            out.append(value)
+        finally:
+            libbpf.tc_attach_ingress(client, dp.prog_fd, TC_HANDLE, TC_PRIORITY)
+            os.close(reference_fd)
+            stop.set()
+            drainer.join(timeout=2)
+            sink.close()
+            for sock in senders:
+                sock.close()
+        extra = [o - b for o, b in zip(ours, bare, strict=False)]
+        return {
+            "unit": "ns per packet (run_time_ns / run_cnt with kernel.bpf_stats_enabled=1)",
+            "flows": flows,
+            "xconnect": _stats(ours) if ours else None,
+            "bare_redirect_peer": _stats(bare) if bare else None,
+            "xconnect_minus_bare": _stats(extra) if extra else None,
+            "target_ns": TARGETS["live_path_ns"],
+        }
+
+
+# ---- control-plane costs ----------------------------------------------------------------------------------
+
+
+def replica_add_remove(replicas: int = 4, repetitions: int = 50) -> dict[str, Any]:
+    """Time of set_replicas adding one replica (attach + Maglev rebuild + swap) and removing one.
+
+    The set rolls: each round adds a replica with a fresh identity and removes the oldest, so every
+    call builds a table for a set never seen before (the Maglev memo cannot short-cut it).
+    """
+    with _netns("ctl") as ns, in_netns(ns), _dataplane(session_capacity=1 << 16) as dp:
+        a = _veth()
+        free = [_veth() for _ in range(replicas + 1)]
+        dp.ensure_xc("ctl", maglev_table_size=DEFAULT_MAGLEV_TABLE_SIZE)
+        dp.set_replicas("ctl", Side.A, [ReplicaPort(a, "a")])
+        current = [ReplicaPort(free.pop(), f"pod-{uuid.uuid4().hex[:8]}") for _ in range(replicas)]
+        dp.set_replicas("ctl", Side.B, current)
+        add_ms, remove_ms = [], []
+        for _ in range(repetitions):
+            current = [*current, ReplicaPort(free.pop(), f"pod-{uuid.uuid4().hex[:8]}")]
+            t0 = time.perf_counter()
+            dp.set_replicas("ctl", Side.B, current)
+            t1 = time.perf_counter()
+            oldest, current = current[0], current[1:]
+            dp.set_replicas("ctl", Side.B, current)
+            t2 = time.perf_counter()
+            free.append(oldest.ifindex)
+            add_ms.append((t1 - t0) * 1e3)
+            remove_ms.append((t2 - t1) * 1e3)
+        return {
+            "unit": "ms per set_replicas call (Python, includes tc attach/detach and Maglev M=4093)",
+            "replicas_before": replicas,
+            "add_ms": _stats(add_ms),
+            "remove_ms": _stats(remove_ms),
+            "target_ms": TARGETS["replica_add_remove_ms"],
+        }
+
+
+def maglev_build(
+    sizes: tuple[int, ...] = (4093, 16381), counts: tuple[int, ...] = (4, 16, 64), reps: int = 30
+):
+    """Median time to build one Maglev table (native fill helper, Python permutation set-up)."""
+    out: dict[str, Any] = {"unit": "microseconds per table"}
+    for size in sizes:
+        for count in counts:
+            if count * 10 > size:
+                continue
+            times = []
+            for _ in range(reps):
+                # Fresh identities each time: neither the table memo nor the permutation cache helps.
+                ids = [f"pod-{uuid.uuid4()}" for _ in range(count)]
+                t0 = time.perf_counter()
+                build_table(ids, size)
+                times.append((time.perf_counter() - t0) * 1e6)
+            out[f"M{size}_N{count}"] = _stats(times)
+    return out
+
+
+def remap_share(
+    max_replicas: int = 16, flows: int = 200_000, size: int = DEFAULT_MAGLEV_TABLE_SIZE
+) -> dict[str, Any]:
+    """Share of flow hashes that change replica on N -> N+1: Maglev table vs hash % N."""
+    hashes = np.random.default_rng(7).integers(0, 2**32, size=flows, dtype=np.uint64)
+    rows = []
+    for n in range(1, max_replicas):
+        ids_n = [f"pod-{i:03d}" for i in range(n)]
+        ids_n1 = [f"pod-{i:03d}" for i in range(n + 1)]
+        names_n = np.array(ids_n)[build_table(ids_n, size)][(hashes % size).astype(np.int64)]
+        names_n1 = np.array(ids_n1)[build_table(ids_n1, size)][(hashes % size).astype(np.int64)]
+        maglev = float(np.mean(names_n != names_n1))
+        modulo = float(np.mean((hashes % n) != (hashes % (n + 1))))
+        ideal = 1 / (n + 1)
+        rows.append(
+            {
+                "n": n,
+                "maglev": maglev,
+                "modulo": modulo,
+                "ideal": ideal,
+                "within_target": maglev <= ideal + 0.01,
+            }
+        )
+    return {"unit": "share of flows changing replica", "table_size": size, "flows": flows, "rows": rows}
+
+
+SECTIONS: dict[str, Callable[[bool], dict[str, Any]]] = {
+    "per_packet_cost": lambda quick: per_packet_cost(
+        rounds=3 if quick else 7, repeat=50_000 if quick else 200_000
+    ),
+    "live_path_cost": lambda quick: live_path_cost(seconds=1.0 if quick else 2.0, rounds=2 if quick else 5),
+    "replica_add_remove": lambda quick: replica_add_remove(repetitions=10 if quick else 50),
+    "maglev_build": lambda quick: maglev_build(reps=5 if quick else 30),
+    "remap_share": lambda quick: remap_share(flows=50_000 if quick else 200_000),
+}
+
+
+def run_all(quick: bool = False, only: list[str] | None = None) -> dict[str, Any]:
+    return {name: fn(quick) for name, fn in SECTIONS.items() if not only or name in only}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (seconds instead of a minute)")
+    parser.add_argument("--only", action="append", choices=sorted(SECTIONS), help="run only these sections")
+    args = parser.parse_args()
+    print(json.dumps(run_all(args.quick, args.only), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

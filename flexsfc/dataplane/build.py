@@ -1,0 +1,82 @@
+"""Compile the eBPF object with clang, only when the source is newer than the object.
+
+`python -m flexsfc.dataplane.build` (run by scripts/setup.sh) and the loader both call
+:func:`ensure_built`. The object lives beside the source, or in ~/.cache/flexsfc when the package
+directory is read-only.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+SOURCE = Path(__file__).parent / "bpf" / "xconnect.bpf.c"
+OBJECT_NAME = "xconnect.bpf.o"
+# Native helper for the Maglev fill loop (maglev.py falls back to Python without it).
+MAGLEV_SOURCE = Path(__file__).parent / "bpf" / "maglev_fill.c"
+MAGLEV_LIB_NAME = "maglev_fill.so"
+# -g: BTF, without which libbpf refuses BTF-defined maps. The multiarch include dir holds asm/types.h.
+CFLAGS = ["-O2", "-g", "-Wall", "-Werror", "-target", "bpf"]
+
+
+class BuildError(RuntimeError):
+    pass
+
+
+def _multiarch_include() -> list[str]:
+    multiarch = sysconfig.get_config_var("MULTIARCH") or "x86_64-linux-gnu"
+    path = Path("/usr/include") / multiarch
+    return [f"-I{path}"] if path.is_dir() else []
+
+
+def _output_path(name: str) -> Path:
+    if os.access(SOURCE.parent, os.W_OK):
+        return SOURCE.with_name(name)
+    return Path.home() / ".cache" / "flexsfc" / name
+
+
+def object_path() -> Path:
+    return _output_path(OBJECT_NAME)
+
+
+def maglev_lib_path() -> Path:
+    return _output_path(MAGLEV_LIB_NAME)
+
+
+def _compile(source: Path, target: Path, flags: list[str], force: bool) -> Path:
+    if not force and target.exists() and target.stat().st_mtime >= source.stat().st_mtime:
+        return target
+    clang = shutil.which("clang")
+    if clang is None:
+        raise BuildError("clang not found: install it (apt-get install clang) or run scripts/setup.sh")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    proc = subprocess.run([clang, *flags, str(source), "-o", str(tmp)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise BuildError(f"clang failed on {source}:\n{proc.stderr}")
+    os.replace(tmp, target)  # atomic: a concurrent loader never sees a half-written file
+    return target
+
+
+def ensure_built(force: bool = False) -> Path:
+    """Path of an eBPF object compiled from the current source (compiles when missing or stale)."""
+    return _compile(SOURCE, object_path(), [*CFLAGS, *_multiarch_include(), "-c"], force)
+
+
+def ensure_maglev_lib(force: bool = False) -> Path:
+    """Path of the native Maglev fill helper (compiles when missing or stale)."""
+    return _compile(MAGLEV_SOURCE, maglev_lib_path(), ["-O2", "-Wall", "-Werror", "-shared", "-fPIC"], force)
+
+
+def main() -> int:
+    force = "--force" in sys.argv[1:]
+    print(f"eBPF object: {ensure_built(force=force)}")
+    print(f"Maglev helper: {ensure_maglev_lib(force=force)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,676 @@
+"""The Dataplane facade: cross-connections, replica sets, neighbours and stats over pinned eBPF maps.
+
+Opening a pin directory that holds a complete set of pins reuses it (seed, cross-connection ids,
+sessions, attached filters: forwarding never stops); otherwise the object is compiled if stale,
+loaded with the requested session capacity, and pinned. One process at a time may write (the node
+agent); readers may open the same pins concurrently.
+"""
+
+import contextlib
+import ctypes
+import errno
+import ipaddress
+import logging
+import mmap
+import os
+import secrets
+import socket
+from dataclasses import dataclass
+
+import numpy as np
+
+from flexsfc.dataplane import libbpf, maps
+from flexsfc.dataplane.api import (
+    Neighbour,
+    PortStats,
+    RedirectMode,
+    ReplicaPort,
+    ReplicaState,
+    SessionEntry,
+)
+from flexsfc.dataplane.build import ensure_built
+from flexsfc.dataplane.maglev import build_table, is_prime
+from flexsfc.model.constants import (
+    ALLOWED_MAGLEV_TABLE_SIZES,
+    DEFAULT_MAGLEV_TABLE_SIZE,
+    DEFAULT_PIN_DIR,
+    DEFAULT_SESSION_CAPACITY,
+)
+from flexsfc.model.types import Side
+
+# Our cls_bpf filter at TC ingress: removed by exactly this handle/priority, never the whole qdisc.
+TC_HANDLE = 0xF5C0
+TC_PRIORITY = 0x5C
+
+_SIDE = {Side.A: 0, Side.B: 1}
+_STATE = {ReplicaState.ACTIVE: maps.PORT_ACTIVE, ReplicaState.DRAINING: maps.PORT_DRAINING}
+_MODE = {RedirectMode.PEER: maps.MODE_PEER, RedirectMode.REDIRECT: maps.MODE_REDIRECT}
+
+
+log = logging.getLogger(__name__)
+
+
+class DataplaneError(RuntimeError):
+    pass
+
+
+@dataclass
+class _Xc:
+    name: str
+    id: int
+    table_size: int
+    pool_base: int
+
+
+@dataclass
+class _Port:
+    ifindex: int
+    xc: int
+    side: int
+    state: int
+    slot: int
+    identity: str
+
+
+class Dataplane:
+    """Implements flexsfc.dataplane.api.DataplaneAPI on the pinned maps under `pin_dir`."""
+
+    def __init__(
+        self,
+        pin_dir: str = DEFAULT_PIN_DIR,
+        *,
+        session_capacity: int = DEFAULT_SESSION_CAPACITY,
+        redirect_mode: RedirectMode | None = None,
+        seed: int | None = None,
+        session_capacity_v6: int | None = None,
+    ) -> None:
+        if session_capacity < 1:
+            raise ValueError(f"session_capacity {session_capacity}: must be >= 1")
+        # IPv6 sessions live in their own table (a 44-byte key); a quarter of the IPv4 capacity
+        # unless told otherwise keeps the default memory near 120 MB.
+        capacity_v6 = (
+            session_capacity_v6 if session_capacity_v6 is not None else max(session_capacity // 4, 1024)
+        )
+        if capacity_v6 < 1:
+            raise ValueError(f"session_capacity_v6 {capacity_v6}: must be >= 1")
+        if seed is not None and not 0 <= seed < 2**32:
+            raise ValueError(f"seed {seed}: must fit in 32 bits")
+        self.pin_dir = pin_dir
+        self._fds: dict[str, int] = {}
+        self._mmaps: list[mmap.mmap] = []
+        self.reopened = self._complete_pins()
+        if self.reopened:
+            self._open_pins()
+            try:
+                self._check_layouts()
+            except BaseException:
+                self.close()
+                raise
+        else:
+            self._load_and_pin(
+                (session_capacity, capacity_v6), seed if seed is not None else secrets.randbits(32)
+            )
+        try:
+            self._pool = np.frombuffer(self._mmap("maglev_pool", maps.POOL_SLOTS * 8), dtype=np.uint64)
+            self._tables = self._mmap("maglev_tables", maps.MAX_XC * 2 * 8)
+            self._ncpu = libbpf.possible_cpus()
+            self.refresh()
+            # None keeps what is pinned (PEER on a fresh load): a reader never flips the mode.
+            if redirect_mode is not None:
+                self.set_redirect_mode(redirect_mode)
+        except BaseException:
+            self.close()
+            raise
+
+    # ---- loading and pinning -------------------------------------------------------------------------
+
+    def _pin_path(self, name: str) -> str:
+        return os.path.join(self.pin_dir, name)
+
+    def _complete_pins(self) -> bool:
+        names = [*maps.MAP_NAMES, maps.PROGRAM_NAME]
+        present = [os.path.exists(self._pin_path(n)) for n in names]
+        if all(present):
+            return True
+        if any(present):
+            missing = [n for n, p in zip(names, present, strict=True) if not p]
+            raise DataplaneError(
+                f"pin_dir {self.pin_dir}: incomplete pinned state (missing {', '.join(missing)}); "
+                f"remove it with Dataplane.destroy() or `rm -r {self.pin_dir}` and start again"
+            )
+        return False
+
+    def _open_pins(self) -> None:
+        for name in (*maps.MAP_NAMES, maps.PROGRAM_NAME):
+            self._fds[name] = libbpf.obj_get(self._pin_path(name))
+
+    def _check_layouts(self) -> None:
+        for name, (key, value) in maps.MAP_LAYOUTS.items():
+            info = libbpf.map_info(self._fds[name])
+            want = (ctypes.sizeof(key), ctypes.sizeof(value))
+            if (info.key_size, info.value_size) != want:
+                raise DataplaneError(
+                    f"pin_dir {self.pin_dir}: map {name} has key/value sizes "
+                    f"{info.key_size}/{info.value_size}, this version expects {want[0]}/{want[1]}: the "
+                    "state was pinned by another flexsfc version; destroy it (Dataplane.destroy() or "
+                    f"`rm -r {self.pin_dir}`, which interrupts forwarding) and start again"
+                )
+
+    def _load_and_pin(self, session_capacity: tuple[int, int], seed: int) -> None:
+        _ensure_bpffs(self.pin_dir)
+        created_dir = not os.path.isdir(self.pin_dir)
+        os.makedirs(self.pin_dir, exist_ok=True)
+        try:
+            self._load_into_pin_dir(session_capacity, seed)
+        except BaseException:
+            if created_dir:
+                with contextlib.suppress(OSError):
+                    os.rmdir(self.pin_dir)
+            raise
+        self._open_pins()
+
+    def _load_into_pin_dir(self, session_capacity: tuple[int, int], seed: int) -> None:
+        obj = libbpf.BpfObject(str(ensure_built()))
+        pinned: list[str] = []
+        try:
+            obj.set_max_entries("sessions", session_capacity[0])
+            obj.set_max_entries("sessions6", session_capacity[1])
+            obj.load()
+            for name in maps.MAP_NAMES:
+                libbpf.obj_pin(obj.map_fd(name), self._pin_path(name))
+                pinned.append(name)
+            cfg = maps.Config(seed=seed, redirect_mode=maps.MODE_PEER)
+            libbpf.map_update(obj.map_fd("config"), maps.U32(0), cfg)
+            # The program pin goes last: its presence marks the state complete.
+            libbpf.obj_pin(obj.program_fd(maps.PROGRAM_NAME), self._pin_path(maps.PROGRAM_NAME))
+        except BaseException:
+            for name in pinned:
+                _unlink(self._pin_path(name))
+            raise
+        finally:
+            obj.close()
+
+    def _mmap(self, name: str, length: int) -> mmap.mmap:
+        length = -(-length // mmap.PAGESIZE) * mmap.PAGESIZE
+        mm = mmap.mmap(self._fds[name], length, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self._mmaps.append(mm)
+        return mm
+
+    def _fd(self, name: str) -> int:
+        try:
+            return self._fds[name]
+        except KeyError:
+            raise DataplaneError("dataplane is closed") from None
+
+    @property
+    def prog_fd(self) -> int:
+        return self._fd(maps.PROGRAM_NAME)
+
+    def map_fd(self, name: str) -> int:
+        return self._fd(name)
+
+    def refresh(self) -> None:
+        """Re-read cross-connections and ports from the maps (for a reader while another process
+        writes; the writer's own view is always current)."""
+        self._xcs = self._read_xcs()
+        self._ports = self._read_ports()
+
+    def _read_xcs(self) -> dict[str, _Xc]:
+        out = {}
+        for key in libbpf.map_keys(self._fd("xc_registry"), maps.Name):
+            rec = maps.XcRecord()
+            if libbpf.map_lookup(self._fd("xc_registry"), key, rec):
+                name = key.value.decode()
+                out[name] = _Xc(name, rec.id, rec.table_size, rec.pool_base)
+        return out
+
+    def _read_ports(self) -> dict[int, _Port]:
+        out = {}
+        for key in libbpf.map_keys(self._fd("ports"), maps.U32):
+            info, identity = maps.PortInfo(), maps.Name()
+            if libbpf.map_lookup(self._fd("ports"), key, info):
+                libbpf.map_lookup(self._fd("port_identity"), key, identity)
+                out[key.value] = _Port(
+                    key.value, info.xc, info.side, info.state, info.slot, identity.value.decode()
+                )
+        return out
+
+    # ---- configuration -------------------------------------------------------------------------------
+
+    @property
+    def seed(self) -> int:
+        return self._config().seed
+
+    def _config(self) -> maps.Config:
+        cfg = maps.Config()
+        libbpf.map_lookup(self._fd("config"), maps.U32(0), cfg)
+        return cfg
+
+    @property
+    def redirect_mode(self) -> RedirectMode:
+        current = self._config().redirect_mode
+        return next(mode for mode, value in _MODE.items() if value == current)
+
+    def set_redirect_mode(self, mode: RedirectMode) -> None:
+        cfg = self._config()
+        cfg.redirect_mode = _MODE[RedirectMode(mode)]
+        libbpf.map_update(self._fd("config"), maps.U32(0), cfg)
+
+    @property
+    def session_capacity(self) -> int:
+        """Capacity of the IPv4 (and ARP) session table."""
+        return libbpf.map_info(self._fd("sessions")).max_entries
+
+    @property
+    def session_capacity_v6(self) -> int:
+        return libbpf.map_info(self._fd("sessions6")).max_entries
+
+    # ---- cross-connections ---------------------------------------------------------------------------
+
+    def ensure_xc(self, name: str, *, maglev_table_size: int | None = None) -> int:
+        size = maglev_table_size or DEFAULT_MAGLEV_TABLE_SIZE
+        key = maps.encode_name(name, "cross-connection name")
+        if not is_prime(size) or size not in ALLOWED_MAGLEV_TABLE_SIZES:
+            raise ValueError(
+                f"maglev_table_size {size}: use one of the primes "
+                f"{', '.join(map(str, ALLOWED_MAGLEV_TABLE_SIZES))}"
+            )
+        existing = self._xcs.get(name)
+        if existing is not None:
+            if maglev_table_size is not None and existing.table_size != size:
+                raise ValueError(
+                    f"maglev_table_size {size}: cross-connection {name!r} already uses "
+                    f"{existing.table_size}; delete and recreate it to change the size"
+                )
+            return existing.id
+        used_ids = {xc.id for xc in self._xcs.values()}
+        free_ids = [i for i in range(1, maps.MAX_XC) if i not in used_ids]
+        if not free_ids:
+            raise DataplaneError(f"too many cross-connections: at most {maps.MAX_XC - 1} per node")
+        xc = _Xc(name, free_ids[0], size, self._allocate_pool(4 * size))
+        for side in (0, 1):
+            self._publish(xc.id, side, xc.pool_base + 2 * side * size, 0)
+        rec = maps.XcRecord(id=xc.id, table_size=size, pool_base=xc.pool_base)
+        libbpf.map_update(self._fd("xc_registry"), key, rec)
+        self._xcs[name] = xc
+        return xc.id
+
+    def _allocate_pool(self, length: int) -> int:
+        """First fit among the regions of the existing cross-connections."""
+        regions = sorted((xc.pool_base, xc.pool_base + 4 * xc.table_size) for xc in self._xcs.values())
+        start = 0
+        for begin, end in regions:
+            if begin - start >= length:
+                return start
+            start = max(start, end)
+        if maps.POOL_SLOTS - start >= length:
+            return start
+        raise DataplaneError(
+            f"Maglev slot pool full ({maps.POOL_SLOTS} slots): delete cross-connections or use smaller tables"
+        )
+
+    def delete_xc(self, name: str) -> None:
+        xc = self._xcs.get(name)
+        if xc is None:
+            return
+        for side in (Side.A, Side.B):
+            self.set_replicas(name, side, [])
+            self.set_neighbours(name, side, [])
+        self._delete_learned(xc.id)
+        libbpf.map_delete(self._fd("xc_registry"), maps.encode_name(name, "cross-connection name"))
+        del self._xcs[name]
+
+    def list_xcs(self) -> dict[str, int]:
+        return {name: xc.id for name, xc in self._xcs.items()}
+
+    def _xc(self, name: str) -> _Xc:
+        try:
+            return self._xcs[name]
+        except KeyError:
+            raise ValueError(f"cross-connection {name!r}: unknown, call ensure_xc first") from None
+
+    # ---- replicas ------------------------------------------------------------------------------------
+
+    def set_replicas(self, xc: str, side: Side, replicas: list[ReplicaPort]) -> None:
+        rec = self._xc(xc)
+        side_i = _SIDE[Side(side)]
+        wanted = self._validate_replicas(rec, side_i, replicas)
+        current = {p.ifindex: p for p in self._ports.values() if p.xc == rec.id and p.side == side_i}
+
+        added: list[int] = []
+        try:
+            for ifindex, replica in wanted.items():
+                if ifindex not in current:
+                    self._add_port(rec.id, side_i, replica)
+                    added.append(ifindex)
+        except BaseException:
+            for ifindex in added:
+                self._remove_port(ifindex)
+            raise
+        for ifindex, replica in wanted.items():
+            port = self._ports[ifindex]
+            if port.state != _STATE[replica.state] or port.identity != replica.identity:
+                self._update_port(port, _STATE[replica.state], replica.identity)
+
+        active = sorted((r.identity, r.ifindex) for r in replicas if r.state == ReplicaState.ACTIVE)
+        self._swap_table(rec, side_i, active)
+        # Only once the new table is live: forget removed ports; their sessions re-hash lazily.
+        for ifindex in current:
+            if ifindex not in wanted:
+                self._remove_port(ifindex)
+
+    def _validate_replicas(self, rec: _Xc, side: int, replicas: list[ReplicaPort]) -> dict[int, ReplicaPort]:
+        wanted: dict[int, ReplicaPort] = {}
+        identities: set[str] = set()
+        for i, replica in enumerate(replicas):
+            field = f"replicas[{i}]"
+            if not isinstance(replica, ReplicaPort):
+                raise TypeError(f"{field}: expected ReplicaPort, got {type(replica).__name__}")
+            if replica.ifindex <= 0:
+                raise ValueError(f"{field}.ifindex {replica.ifindex}: must be a positive host ifindex")
+            if replica.ifindex in wanted:
+                raise ValueError(f"{field}.ifindex {replica.ifindex}: listed twice")
+            if replica.identity in identities:
+                raise ValueError(
+                    f"{field}.identity {replica.identity!r}: listed twice; identities must be unique"
+                )
+            maps.encode_name(replica.identity, f"{field}.identity")
+            ReplicaState(replica.state)
+            owner = self._ports.get(replica.ifindex)
+            if owner is not None and (owner.xc != rec.id or owner.side != side):
+                owner_name = next((x.name for x in self._xcs.values() if x.id == owner.xc), str(owner.xc))
+                raise ValueError(
+                    f"{field}.ifindex {replica.ifindex}: already a port of cross-connection {owner_name!r} "
+                    f"side {'AB'[owner.side]}; remove it there first"
+                )
+            if owner is None:
+                try:
+                    socket.if_indextoname(replica.ifindex)
+                except OSError:
+                    raise ValueError(
+                        f"{field}.ifindex {replica.ifindex}: no such interface in this network namespace"
+                    ) from None
+            wanted[replica.ifindex] = replica
+            identities.add(replica.identity)
+        active = sum(1 for r in replicas if r.state == ReplicaState.ACTIVE)
+        if active * 10 > rec.table_size:
+            raise ValueError(
+                f"replicas: {active} active replicas need a Maglev table of at least {active * 10} slots; "
+                f"cross-connection {rec.name!r} has {rec.table_size}: recreate it with a larger "
+                "maglevTableSize (e.g. 16381)"
+            )
+        if active * 100 > rec.table_size:
+            # Still balanced within a few percent; the design point is M >= 100 x replicas.
+            log.warning(
+                "cross-connection %s: %d active replicas on a Maglev table of %d slots (< 100 x replicas); "
+                "a larger maglevTableSize balances better",
+                rec.name,
+                active,
+                rec.table_size,
+            )
+        new_ports = sum(1 for ifindex in wanted if ifindex not in self._ports)
+        if len(self._ports) + new_ports > maps.MAX_PORTS:
+            raise DataplaneError(f"too many ports: at most {maps.MAX_PORTS} per node")
+        return wanted
+
+    def _free_slot(self) -> int:
+        used = {p.slot for p in self._ports.values()}
+        return next(s for s in range(maps.MAX_PORTS) if s not in used)
+
+    def _add_port(self, xc: int, side: int, replica: ReplicaPort) -> None:
+        slot = self._free_slot()
+        key = maps.U32(replica.ifindex)
+        libbpf.map_update(self._fd("port_identity"), key, maps.encode_name(replica.identity, "identity"))
+        state = _STATE[replica.state]
+        # Every CPU's copy names the occupant; counters start at zero.
+        occupant = (maps.PortSlot * self._ncpu)(
+            *[maps.PortSlot(ifindex=replica.ifindex, xc=xc, side=side, state=state)] * self._ncpu
+        )
+        libbpf.map_update(self._fd("port_slots"), maps.U32(slot), occupant)
+        info = maps.PortInfo(xc=xc, slot=slot, side=side, state=state)
+        # The port entry exists before the filter: its first packet is never an unknown port.
+        self._write_port_info(replica.ifindex, info)
+        self._ports[replica.ifindex] = _Port(
+            replica.ifindex, xc, side, _STATE[replica.state], slot, replica.identity
+        )
+        libbpf.tc_attach_ingress(replica.ifindex, self.prog_fd, TC_HANDLE, TC_PRIORITY)
+
+    def _update_port(self, port: _Port, state: int, identity: str) -> None:
+        key = maps.U32(port.ifindex)
+        libbpf.map_update(self._fd("port_identity"), key, maps.encode_name(identity, "identity"))
+        self._write_port_info(
+            port.ifindex, maps.PortInfo(xc=port.xc, slot=port.slot, side=port.side, state=state)
+        )
+        # port_slots is left alone: rewriting it would reset the counters, and the program does not
+        # need the state there (the Maglev table decides who gets new sessions).
+        port.state, port.identity = state, identity
+
+    def _remove_port(self, ifindex: int) -> None:
+        libbpf.tc_detach_ingress(ifindex, TC_HANDLE, TC_PRIORITY)
+        port = self._ports.pop(ifindex, None)
+        if port is not None:
+            # Clearing the slot is what makes sessions pointing at this port re-hash.
+            libbpf.map_update(self._fd("port_slots"), maps.U32(port.slot), (maps.PortSlot * self._ncpu)())
+        self._write_port_info(ifindex, None)
+        libbpf.map_delete(self._fd("port_identity"), maps.U32(ifindex))
+
+    def _write_port_info(self, ifindex: int, info: maps.PortInfo | None) -> None:
+        """`ports` (the record) and, for small ifindexes, `ports_by_index` (the program's fast path)."""
+        key = maps.U32(ifindex)
+        if info is None:
+            if ifindex < maps.PORT_INDEX_SIZE:
+                libbpf.map_update(self._fd("ports_by_index"), key, maps.PortInfo())
+            libbpf.map_delete(self._fd("ports"), key)
+            return
+        libbpf.map_update(self._fd("ports"), key, info)
+        if ifindex < maps.PORT_INDEX_SIZE:
+            libbpf.map_update(self._fd("ports_by_index"), key, info)
+
+    def _descriptor(self, xc: int, side: int) -> ctypes.c_uint64:
+        return ctypes.c_uint64.from_buffer(self._tables, (xc * 2 + side) * 8)
+
+    def _publish(self, xc: int, side: int, offset: int, size: int) -> None:
+        # One aligned 8-byte store through the shared mapping: the program's one 8-byte load sees
+        # either the old or the new (offset, size) pair, never a mix.
+        self._descriptor(xc, side).value = (size << 32) | offset
+
+    def _swap_table(self, rec: _Xc, side: int, active: list[tuple[str, int]]) -> None:
+        desc = self._descriptor(rec.id, side).value
+        offset, size = desc & 0xFFFFFFFF, desc >> 32
+        halves = (rec.pool_base + 2 * side * rec.table_size, rec.pool_base + (2 * side + 1) * rec.table_size)
+        idle = halves[1] if size and offset == halves[0] else halves[0]
+        if not active:
+            if size:
+                self._publish(rec.id, side, idle, 0)
+            return
+        entries = [maps.pool_entry(ifindex, self._ports[ifindex].slot) for _, ifindex in active]
+        ifindexes = np.array(entries, dtype=np.uint64)
+        table = ifindexes[build_table([identity for identity, _ in active], rec.table_size)]
+        if size and np.array_equal(self._pool[offset : offset + size], table):
+            return
+        # Write the idle half completely, then publish it: the live half is never written.
+        self._pool[idle : idle + rec.table_size] = table
+        self._publish(rec.id, side, idle, rec.table_size)
+
+    def replicas(self, xc: str, side: Side) -> list[ReplicaPort]:
+        rec, side_i = self._xc(xc), _SIDE[Side(side)]
+        states = {v: k for k, v in _STATE.items()}
+        ports = [p for p in self._ports.values() if p.xc == rec.id and p.side == side_i]
+        return [
+            ReplicaPort(p.ifindex, p.identity, states[p.state])
+            for p in sorted(ports, key=lambda p: p.identity)
+        ]
+
+    def maglev_table(self, xc: str, side: Side) -> list[int]:
+        """The live lookup table of one side (host ifindexes), as the program sees it."""
+        rec = self._xc(xc)
+        desc = self._descriptor(rec.id, _SIDE[Side(side)]).value
+        offset, size = desc & 0xFFFFFFFF, desc >> 32
+        return [entry & 0xFFFFFFFF for entry in self._pool[offset : offset + size].tolist()]
+
+    def attached(self, ifindex: int) -> bool:
+        """Whether our filter sits at ingress of `ifindex` (in this thread's network namespace)."""
+        return libbpf.tc_query_ingress(ifindex, TC_HANDLE, TC_PRIORITY) is not None
+
+    # ---- neighbours ----------------------------------------------------------------------------------
+
+    def set_neighbours(self, xc: str, side: Side, neighbours: list[Neighbour]) -> None:
+        rec, side_i = self._xc(xc), _SIDE[Side(side)]
+        wanted: dict[bytes, maps.NeighVal] = {}
+        for i, neighbour in enumerate(neighbours):
+            try:
+                ip = ipaddress.ip_address(neighbour.ip.split("/")[0])
+            except ValueError:
+                raise ValueError(
+                    f"neighbours[{i}].ip {neighbour.ip!r}: not an IPv4 or IPv6 address"
+                ) from None
+            key = _neigh_key(rec.id, side_i, ip)
+            wanted[bytes(key)] = maps.NeighVal(
+                mac=(ctypes.c_uint8 * 6)(*maps.mac_bytes(neighbour.mac, f"neighbours[{i}].mac"))
+            )
+        fd = self._fd("neighbours")
+        for key in libbpf.map_keys(fd, maps.NeighKey):
+            if key.xc == rec.id and key.side == side_i and bytes(key) not in wanted:
+                libbpf.map_delete(fd, key)
+        for raw, value in wanted.items():
+            libbpf.map_update(fd, maps.NeighKey.from_buffer_copy(raw), value)
+
+    def neighbours(self, xc: str, side: Side, *, learned: bool = False) -> list[Neighbour]:
+        rec, side_i = self._xc(xc), _SIDE[Side(side)]
+        fd = self._fd("neighbours_learned" if learned else "neighbours")
+        out = []
+        for key in libbpf.map_keys(fd, maps.NeighKey):
+            value = maps.NeighVal()
+            if key.xc == rec.id and key.side == side_i and libbpf.map_lookup(fd, key, value):
+                out.append(
+                    Neighbour(maps.addr_bytes(key.family, bytes(key.addr)), maps.mac_str(bytes(value.mac)))
+                )
+        return out
+
+    def _delete_learned(self, xc_id: int) -> None:
+        fd = self._fd("neighbours_learned")
+        for key in libbpf.map_keys(fd, maps.NeighKey):
+            if key.xc == xc_id:
+                libbpf.map_delete(fd, key)
+
+    # ---- statistics ----------------------------------------------------------------------------------
+
+    def port_stats(self) -> dict[int, PortStats]:
+        out = {}
+        for port in self._ports.values():
+            per_cpu = (maps.PortSlot * self._ncpu)()
+            libbpf.map_lookup(self._fd("port_slots"), maps.U32(port.slot), per_cpu)
+            sums = [sum(getattr(c.counters, f) for c in per_cpu) for f, _ in maps.PortCounters._fields_]
+            out[port.ifindex] = PortStats(port.ifindex, *sums)
+        return out
+
+    def _per_cpu_array(self, name: str, size: int) -> list[int]:
+        values = []
+        for index in range(size):
+            per_cpu = (ctypes.c_uint64 * self._ncpu)()
+            libbpf.map_lookup(self._fd(name), maps.U32(index), per_cpu)
+            values.append(sum(per_cpu))
+        return values
+
+    def drop_stats(self) -> dict[str, int]:
+        counts = self._per_cpu_array("drops", len(maps.DropReason))
+        return {reason.name.lower(): counts[reason] for reason in maps.DropReason}
+
+    def event_stats(self) -> dict[str, int]:
+        """Sessions created/re-hashed, ARP and ND replies, fragments followed, neighbours learned."""
+        counts = self._per_cpu_array("events", len(maps.Event))
+        return {event.name.lower(): counts[event] for event in maps.Event}
+
+    def _session_items(self, limit: int) -> list[tuple[maps.FlowKey4 | maps.FlowKey, maps.Session]]:
+        items = libbpf.map_dump_batch(self._fd("sessions"), maps.FlowKey4, maps.Session, limit)
+        if len(items) < limit:
+            items += libbpf.map_dump_batch(
+                self._fd("sessions6"), maps.FlowKey, maps.Session, limit - len(items)
+            )
+        return items
+
+    def _all_sessions(self) -> list[tuple[maps.FlowKey4 | maps.FlowKey, maps.Session]]:
+        return self._session_items(self.session_capacity + self.session_capacity_v6)
+
+    def session_count(self, xc: str | None = None) -> int:
+        xc_id = None if xc is None else self._xc(xc).id
+        return sum(1 for key, _ in self._all_sessions() if xc_id is None or key.xc == xc_id)
+
+    def sessions(self, xc: str | None = None, limit: int = 10000) -> list[SessionEntry]:
+        xc_id = None if xc is None else self._xc(xc).id
+        names = {rec.id: name for name, rec in self._xcs.items()}
+        items = self._session_items(limit) if xc_id is None else self._all_sessions()
+        out = []
+        for key, value in items:
+            if xc_id is not None and key.xc != xc_id:
+                continue
+            out.append(
+                SessionEntry(
+                    xc=names.get(key.xc, str(key.xc)),
+                    proto=key.proto,
+                    addr_lo=_flow_addr(key.family, bytes(key.addr_lo)),
+                    port_lo=socket.ntohs(key.port_lo),
+                    addr_hi=_flow_addr(key.family, bytes(key.addr_hi)),
+                    port_hi=socket.ntohs(key.port_hi),
+                    ifindex_a=value.side[0].ifindex,
+                    ifindex_b=value.side[1].ifindex,
+                )
+            )
+            if len(out) >= limit:
+                break
+        return out
+
+    # ---- lifecycle -----------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._pool = np.empty(0, dtype=np.uint64)  # drop the view so the mapping can close
+        for mm in self._mmaps:
+            with contextlib.suppress(BufferError):  # a view still exists: it keeps the mapping
+                mm.close()
+        self._mmaps.clear()
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def destroy(self) -> None:
+        # Works after close() too: the filters are found by handle, not through our descriptors.
+        for ifindex in list(self._ports):
+            libbpf.tc_detach_ingress(ifindex, TC_HANDLE, TC_PRIORITY)
+        self._ports = {}
+        self.close()
+        for name in (maps.PROGRAM_NAME, *maps.MAP_NAMES):
+            _unlink(self._pin_path(name))
+        try:
+            os.rmdir(self.pin_dir)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ENOTEMPTY):
+                raise
+
+    def __enter__(self) -> "Dataplane":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _neigh_key(xc: int, side: int, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> maps.NeighKey:
+    key = maps.NeighKey(xc=xc, side=side, family=maps.FAMILY_V4 if ip.version == 4 else maps.FAMILY_V6)
+    ctypes.memmove(key.addr, ip.packed, len(ip.packed))
+    return key
+
+
+def _flow_addr(family: int, raw: bytes) -> str:
+    return maps.addr_bytes(maps.FAMILY_V6 if family == maps.FAMILY_V6 else maps.FAMILY_V4, raw)
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _ensure_bpffs(pin_dir: str) -> None:
+    root = "/sys/fs/bpf"
+    if pin_dir.startswith(root + "/") and not os.path.ismount(root):
+        raise DataplaneError(
+            f"bpffs is not mounted at {root}: run `mount -t bpf bpf {root}` (scripts/setup.sh does)"
+        )

@@ -1,0 +1,235 @@
+"""Typed keys and values of the eBPF maps, mirroring the structs of bpf/xconnect.bpf.c.
+
+Change both files together; tests/kernel/dataplane checks the sizes against the loaded maps.
+"""
+
+import ctypes
+import ipaddress
+from enum import IntEnum
+
+MAX_XC = 256
+MAX_PORTS = 4096
+PORT_INDEX_SIZE = 65536
+POOL_SLOTS = 1 << 20
+NAME_LEN = 256
+
+FAMILY_ARP = 0
+FAMILY_V4 = 4
+FAMILY_V6 = 6
+
+SIDE_INDEX = {"A": 0, "B": 1}
+MODE_PEER = 0
+MODE_REDIRECT = 1
+PORT_ACTIVE = 0
+PORT_DRAINING = 1
+
+# Every map of the object, in the order they are pinned (file name = map name).
+MAP_NAMES = (
+    "config",
+    "ports",
+    "ports_by_index",
+    "port_slots",
+    "maglev_tables",
+    "maglev_pool",
+    "sessions",
+    "sessions6",
+    "frags",
+    "neighbours",
+    "neighbours_learned",
+    "drops",
+    "events",
+    "xc_registry",
+    "port_identity",
+)
+PROGRAM_NAME = "xconnect"
+
+
+class DropReason(IntEnum):
+    UNKNOWN_PORT = 0
+    NOT_IP = 1
+    MALFORMED = 2
+    NO_REPLICA = 3
+    FRAG_UNKNOWN = 4
+    IPV6_EXT = 5
+    ARP_UNSUPPORTED = 6
+
+
+class Event(IntEnum):
+    SESSION_CREATED = 0
+    SESSION_REHASHED = 1
+    ARP_REPLIED = 2
+    ND_REPLIED = 3
+    FRAG_FOLLOWED = 4
+    NEIGH_LEARNED = 5
+
+
+class Config(ctypes.Structure):
+    _fields_ = [("seed", ctypes.c_uint32), ("redirect_mode", ctypes.c_uint32)]
+
+
+class PortInfo(ctypes.Structure):
+    _fields_ = [
+        ("xc", ctypes.c_uint32),
+        ("slot", ctypes.c_uint32),
+        ("side", ctypes.c_uint8),
+        ("state", ctypes.c_uint8),
+        ("pad", ctypes.c_uint16),
+    ]
+
+
+class PortCounters(ctypes.Structure):
+    _fields_ = [
+        ("from_packets", ctypes.c_uint64),
+        ("from_bytes", ctypes.c_uint64),
+        ("to_packets", ctypes.c_uint64),
+        ("to_bytes", ctypes.c_uint64),
+        ("sessions_created", ctypes.c_uint64),
+    ]
+
+
+class FlowKey4(ctypes.Structure):
+    """Key of `sessions` (IPv4 and ARP)."""
+
+    _fields_ = [
+        ("xc", ctypes.c_uint32),
+        ("proto", ctypes.c_uint8),
+        ("family", ctypes.c_uint8),
+        ("pad", ctypes.c_uint16),
+        ("addr_lo", ctypes.c_uint8 * 4),
+        ("addr_hi", ctypes.c_uint8 * 4),
+        ("port_lo", ctypes.c_uint16),  # network byte order
+        ("port_hi", ctypes.c_uint16),
+    ]
+
+
+class FlowKey(ctypes.Structure):
+    """Key of `sessions6` (IPv6)."""
+
+    _fields_ = [
+        ("xc", ctypes.c_uint32),
+        ("proto", ctypes.c_uint8),
+        ("family", ctypes.c_uint8),
+        ("pad", ctypes.c_uint16),
+        ("addr_lo", ctypes.c_uint8 * 16),
+        ("addr_hi", ctypes.c_uint8 * 16),
+        ("port_lo", ctypes.c_uint16),  # network byte order
+        ("port_hi", ctypes.c_uint16),
+    ]
+
+
+class PortRef(ctypes.Structure):
+    _fields_ = [("ifindex", ctypes.c_uint32), ("slot", ctypes.c_uint32)]
+
+
+class PortSlot(ctypes.Structure):
+    """One CPU's copy of a `port_slots` entry: the occupant (same on every CPU) and its counters."""
+
+    _fields_ = [
+        ("ifindex", ctypes.c_uint32),
+        ("xc", ctypes.c_uint32),
+        ("side", ctypes.c_uint8),
+        ("state", ctypes.c_uint8),
+        ("pad", ctypes.c_uint16),
+        ("pad2", ctypes.c_uint32),
+        ("counters", PortCounters),
+    ]
+
+
+class Session(ctypes.Structure):
+    _fields_ = [("side", PortRef * 2)]
+
+
+def pool_entry(ifindex: int, slot: int) -> int:
+    """A Maglev pool slot as the program reads it: struct port_ref {ifindex; slot} on little endian."""
+    return (slot << 32) | ifindex
+
+
+class NeighKey(ctypes.Structure):
+    _fields_ = [
+        ("xc", ctypes.c_uint32),
+        ("side", ctypes.c_uint8),
+        ("family", ctypes.c_uint8),
+        ("pad", ctypes.c_uint16),
+        ("addr", ctypes.c_uint8 * 16),
+    ]
+
+
+class NeighVal(ctypes.Structure):
+    _fields_ = [("mac", ctypes.c_uint8 * 6), ("pad", ctypes.c_uint16)]
+
+
+class XcRecord(ctypes.Structure):
+    _fields_ = [
+        ("id", ctypes.c_uint32),
+        ("table_size", ctypes.c_uint32),
+        ("pool_base", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+    ]
+
+
+Name = ctypes.c_char * NAME_LEN
+U32 = ctypes.c_uint32
+U64 = ctypes.c_uint64
+
+
+class FragKey(ctypes.Structure):
+    _fields_ = [
+        ("xc", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("proto", ctypes.c_uint8),
+        ("family", ctypes.c_uint8),
+        ("pad", ctypes.c_uint16),
+        ("src", ctypes.c_uint8 * 16),
+        ("dst", ctypes.c_uint8 * 16),
+    ]
+
+
+# (key, value) of every map as this code reads and writes them: checked against pinned maps on
+# reopen, so state pinned by an incompatible version is refused instead of misread.
+MAP_LAYOUTS: dict[str, tuple[type, type]] = {
+    "config": (U32, Config),
+    "ports": (U32, PortInfo),
+    "ports_by_index": (U32, PortInfo),
+    "port_slots": (U32, PortSlot),
+    "maglev_tables": (U32, U64),
+    "maglev_pool": (U32, PortRef),
+    "sessions": (FlowKey4, Session),
+    "sessions6": (FlowKey, Session),
+    "frags": (FragKey, PortRef),
+    "neighbours": (NeighKey, NeighVal),
+    "neighbours_learned": (NeighKey, NeighVal),
+    "drops": (U32, U64),
+    "events": (U32, U64),
+    "xc_registry": (Name, XcRecord),
+    "port_identity": (U32, Name),
+}
+
+
+def encode_name(name: str, field: str) -> Name:
+    raw = name.encode()
+    if not raw or len(raw) >= NAME_LEN:
+        raise ValueError(f"{field} {name!r}: must be 1..{NAME_LEN - 1} bytes")
+    out = Name()
+    out.value = raw
+    return out
+
+
+def mac_bytes(mac: str, field: str = "mac") -> bytes:
+    parts = mac.split(":")
+    try:
+        raw = bytes(int(p, 16) for p in parts)
+    except ValueError:
+        raw = b""
+    if len(parts) != 6 or len(raw) != 6:
+        raise ValueError(f"{field} {mac!r}: expected six hex octets like 02:00:00:00:00:01")
+    return raw
+
+
+def mac_str(raw: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+def addr_bytes(family: int, raw: bytes) -> str:
+    if family == FAMILY_V6:
+        return str(ipaddress.IPv6Address(bytes(raw)))
+    return str(ipaddress.IPv4Address(bytes(raw[:4])))
