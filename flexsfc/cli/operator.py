@@ -1,0 +1,94 @@
+"""`flexsfc operator controller|agent`: the Kubernetes control plane, Kopf running in-process."""
+
+import logging
+import secrets
+
+import click
+
+from flexsfc.model.constants import DEFAULT_CNI_STATE_DIR, DEFAULT_PIN_DIR
+
+SERVER_HELP = "API server URL (e.g. from `kubectl proxy`); default: in-cluster service account or kubeconfig."
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def operator(verbose: bool) -> None:
+    """Run the chain controller (one per cluster) or the node agent (one per node)."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@operator.command()
+@click.option("--server", help=SERVER_HELP)
+@click.option(
+    "--peering", help="Kopf ClusterKopfPeering name: only one controller is active among those sharing it."
+)
+@click.option(
+    "--priority",
+    type=int,
+    help="Peering priority; default random, so that replicas of one Deployment never tie (ties pause all).",
+)
+@click.option("--liveness", help="Serve Kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz.")
+def controller(server: str | None, peering: str | None, priority: int | None, liveness: str | None) -> None:
+    """Chain controller: ServiceFunctionChain -> CrossConnections, status and Events."""
+    import kopf
+
+    from flexsfc.operator import controller_handlers
+    from flexsfc.operator.kube import KubeTarget
+    from flexsfc.operator.runner import run_foreground
+
+    registry, _ = controller_handlers.build_registry(KubeTarget(server))
+    settings = kopf.OperatorSettings()
+    chosen = priority if priority is not None else secrets.randbelow(2**31)
+    controller_handlers.configure(settings, peering=peering, priority=chosen)
+    run_foreground(registry, settings, standalone=peering is None, liveness=liveness)
+
+
+@operator.command()
+@click.option("--server", help=SERVER_HELP)
+@click.option("--node", envvar="NODE_NAME", required=True, help="This node's name (env NODE_NAME).")
+@click.option(
+    "--pin-dir", default=DEFAULT_PIN_DIR, show_default=True, help="bpffs directory of the pinned maps."
+)
+@click.option(
+    "--cni-state-dir",
+    default=DEFAULT_CNI_STATE_DIR,
+    show_default=True,
+    help="flexsfc-cni's records on this node.",
+)
+@click.option("--resync-seconds", default=10.0, show_default=True, help="Periodic re-read and reconcile.")
+@click.option("--liveness", help="Serve Kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz.")
+def agent(
+    server: str | None,
+    node: str,
+    pin_dir: str,
+    cni_state_dir: str,
+    resync_seconds: float,
+    liveness: str | None,
+) -> None:
+    """Node agent: this node's NF pods + CrossConnections -> the eBPF data plane."""
+    import kopf
+
+    from flexsfc.agent.locked import LockedDataplane
+    from flexsfc.dataplane.facade import Dataplane
+    from flexsfc.operator import agent_handlers
+    from flexsfc.operator.kube import KubeTarget
+    from flexsfc.operator.runner import run_foreground
+
+    dataplane = Dataplane(pin_dir)
+    try:
+        registry, _ = agent_handlers.build_registry(
+            KubeTarget(server),
+            node,
+            LockedDataplane(dataplane),
+            cni_state_dir=cni_state_dir,
+            resync_seconds=resync_seconds,
+        )
+        settings = kopf.OperatorSettings()
+        agent_handlers.configure(settings, node)
+        # Agents never peer: every node needs its own active agent.
+        run_foreground(registry, settings, standalone=True, liveness=liveness)
+    finally:
+        dataplane.close()  # pinned maps and attached programs stay: forwarding goes on

@@ -1,0 +1,72 @@
+"""Kopf wiring of the node agent (one per node, standalone: agents must not pause each other).
+
+Pods are watched with server-side selectors (label flexsfc.io/network-function, field
+spec.nodeName=<this node>) and only through `on.event` handlers: Kopf then never patches a pod (no
+finalizers, no progress or diff-base annotations), which a test asserts.
+"""
+
+import logging
+from typing import Any
+
+import kopf
+
+from flexsfc.agent.loop import AgentLoop
+from flexsfc.dataplane.api import DataplaneAPI
+from flexsfc.model.constants import API_GROUP, API_VERSION, LABEL_NF, PLURAL_CROSS_CONNECTION
+from flexsfc.operator.agent import NodeAgent, pod_selectors
+from flexsfc.operator.kube import KubeTarget
+
+ANNOTATION_PREFIX = "agent.flexsfc.io"
+
+
+def configure(settings: kopf.OperatorSettings, node_name: str) -> None:
+    labels, fields = pod_selectors(node_name)
+    settings.watching.label_selectors["v1", "pods"] = labels
+    settings.watching.field_selectors["v1", "pods"] = fields
+    # Event handlers store nothing; set explicit storages anyway so nothing could land in status.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING
+
+
+def build_registry(
+    target: KubeTarget,
+    node_name: str,
+    dataplane: DataplaneAPI,
+    *,
+    cni_state_dir: str,
+    resync_seconds: float = 10.0,
+) -> tuple[kopf.OperatorRegistry, NodeAgent]:
+    registry = kopf.OperatorRegistry()
+    target.register_login(registry)
+    holder: list[NodeAgent] = []
+    loop = AgentLoop(
+        dataplane,
+        resync_seconds=resync_seconds,
+        on_report=lambda reason, report: holder[0].on_report(reason, report),
+    )
+    agent = NodeAgent(
+        node_name, loop, target.api_client(), cni_state_dir=cni_state_dir, refresh_seconds=resync_seconds
+    )
+    holder.append(agent)
+
+    @kopf.on.startup(registry=registry)
+    def start_agent(logger: logging.Logger, **_: Any) -> None:
+        agent.start()
+        logger.info("node agent for %s started", node_name)
+
+    @kopf.on.cleanup(registry=registry)
+    def stop_agent(**_: Any) -> None:
+        agent.stop()
+
+    @kopf.on.event("v1", "pods", labels={LABEL_NF: kopf.PRESENT}, registry=registry)
+    def pod_event(event: dict[str, Any], **_: Any) -> None:
+        agent.on_pod_event(event.get("type"), event["object"])
+
+    @kopf.on.event(API_GROUP, API_VERSION, PLURAL_CROSS_CONNECTION, registry=registry)
+    def cross_connection_event(event: dict[str, Any], **_: Any) -> None:
+        agent.on_xc_event(event.get("type"), event["object"])
+
+    return registry, agent

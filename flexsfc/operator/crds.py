@@ -1,0 +1,417 @@
+"""CustomResourceDefinitions generated from the model: ServiceFunctionChain and CrossConnection.
+
+The schemas are built from the model's constants (API group, allowed Maglev sizes, interface name
+length), so the CRDs cannot drift from what `flexsfc validate` accepts; deploy/crds/ holds the output
+of `flexsfc manifests --crds` and a test fails when the two differ.
+
+What a structural schema can express is checked by the API server itself (types, patterns, lengths,
+enums); the cross-object rules of a chain (neighbours exist, links are symmetric, no self links,
+unique names) are CEL rules in `x-kubernetes-validations`. Everything else (NetworkAttachmentDefinitions,
+Deployments) only the chain controller can check, and it reports those as status conditions.
+"""
+
+from typing import Any, Final
+
+from flexsfc.model.constants import (
+    ALLOWED_MAGLEV_TABLE_SIZES,
+    API_GROUP,
+    API_VERSION,
+    DEFAULT_MAGLEV_TABLE_SIZE,
+    DEFAULT_SESSION_TIMEOUT_SECONDS,
+    KIND_CHAIN,
+    KIND_CROSS_CONNECTION,
+    MAX_IFNAME_LEN,
+    PLURAL_CHAIN,
+    PLURAL_CROSS_CONNECTION,
+)
+
+# Bounds keep the CEL rules' worst-case cost under the API server's budget (it rejects CRDs whose
+# rules could be too expensive on unbounded lists). Real chains are far smaller.
+MAX_NETWORK_FUNCTIONS: Final = 64
+MAX_LINKS_PER_NF: Final = 16
+MAX_ADDRESSES: Final = 16
+MAX_NAME_LEN: Final = 63
+
+DNS_LABEL_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# Linux accepts any bytes but '/', ':' and whitespace in an interface name, and not "." or "..".
+IFNAME_PATTERN: Final = r"^[^/:\s]+$"
+MAC_PATTERN: Final = r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$"
+
+SHORT_NAME_CHAIN: Final = "sfc"
+SHORT_NAME_CROSS_CONNECTION: Final = "xc"
+CATEGORY: Final = "flexsfc"
+
+
+def _ifname_schema(description: str) -> dict[str, Any]:
+    return {
+        "type": "string",
+        "description": description,
+        "minLength": 1,
+        "maxLength": MAX_IFNAME_LEN,
+        "pattern": IFNAME_PATTERN,
+        "x-kubernetes-validations": [
+            {"rule": "self != '.' && self != '..'", "message": "interface name cannot be '.' or '..'"}
+        ],
+    }
+
+
+def _nf_name_schema(description: str) -> dict[str, Any]:
+    return {
+        "type": "string",
+        "description": description,
+        "minLength": 1,
+        "maxLength": MAX_NAME_LEN,
+        "pattern": DNS_LABEL_PATTERN,
+    }
+
+
+def _settings_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": "Data-plane settings of the chain's cross-connections.",
+        "properties": {
+            "maglevTableSize": {
+                "type": "integer",
+                "description": "Slots per Maglev table: a prime, at least 100 x the largest replica count.",
+                "enum": list(ALLOWED_MAGLEV_TABLE_SIZES),
+                "default": DEFAULT_MAGLEV_TABLE_SIZE,
+            },
+            "sessionTimeoutSeconds": {
+                "type": "integer",
+                "description": "Idle time after which a session may be forgotten.",
+                "minimum": 1,
+                "maximum": 86400,
+                "default": DEFAULT_SESSION_TIMEOUT_SECONDS,
+            },
+        },
+    }
+
+
+def _conditions_schema() -> dict[str, Any]:
+    """metav1.Condition, as Kubernetes API conventions define it."""
+    return {
+        "type": "array",
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["type"],
+        "items": {
+            "type": "object",
+            "required": ["type", "status", "lastTransitionTime", "reason", "message"],
+            "properties": {
+                "type": {"type": "string", "maxLength": 316},
+                "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+                "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0},
+                "lastTransitionTime": {"type": "string", "format": "date-time"},
+                "reason": {"type": "string", "maxLength": 1024},
+                "message": {"type": "string", "maxLength": 32768},
+            },
+        },
+    }
+
+
+def chain_spec_schema() -> dict[str, Any]:
+    nf_item = {
+        "type": "object",
+        "required": ["name"],
+        "properties": {
+            "name": _nf_name_schema(
+                "Name of the network function: the value of the flexsfc.io/network-function label "
+                "on its pods."
+            ),
+            "links": {
+                "type": "object",
+                "description": "Neighbouring network function name -> this NF's interface towards it.",
+                "maxProperties": MAX_LINKS_PER_NF,
+                "additionalProperties": _ifname_schema("Interface name inside the NF's pods."),
+                # Map keys have no length bound, so no rule may compare two keys or match one against
+                # a regex: the API server would estimate the cost as too high and refuse the CRD.
+                # Keys are checked against the NF names (bounded) by the list's rules instead.
+                "x-kubernetes-validations": [
+                    {
+                        "rule": "self.all(a, self.exists_one(b, self[b] == self[a]))",
+                        "message": "each link needs its own interface: two links of the NF use one interface",
+                    },
+                ],
+            },
+        },
+        "x-kubernetes-validations": [
+            {
+                "rule": "!has(self.links) || !(self.name in self.links)",
+                "message": "a network function cannot link to itself",
+            },
+        ],
+    }
+    return {
+        "type": "object",
+        "required": ["networkFunctions"],
+        "properties": {
+            "networkFunctions": {
+                "type": "array",
+                "description": "The chain's network functions and their links to each other.",
+                "minItems": 1,
+                "maxItems": MAX_NETWORK_FUNCTIONS,
+                # A list-map keyed by name: the API server itself rejects duplicate names.
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["name"],
+                "items": nf_item,
+                "x-kubernetes-validations": [
+                    {
+                        "rule": "self.all(a, self.exists_one(b, b.name == a.name))",
+                        "message": "network function names must be unique within the chain",
+                    },
+                    {
+                        "rule": "self.all(a, !has(a.links) || "
+                        "a.links.all(peer, self.exists(b, b.name == peer)))",
+                        "message": "every link must name a network function of this chain",
+                    },
+                    {
+                        "rule": "self.all(a, !has(a.links) || a.links.all(peer, "
+                        "self.all(b, b.name != peer || (has(b.links) && a.name in b.links))))",
+                        "message": "links must be symmetric: when A links to B, B must link back to A",
+                    },
+                ],
+            },
+            "settings": _settings_schema(),
+        },
+    }
+
+
+def chain_status_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "observedGeneration": {"type": "integer", "format": "int64"},
+            "conditions": _conditions_schema(),
+            "crossConnections": {
+                "type": "array",
+                "description": "Names of the CrossConnections the controller keeps for this chain.",
+                "items": {"type": "string"},
+            },
+            "links": {"type": "integer", "description": "Number of links (CrossConnections)."},
+        },
+    }
+
+
+def _xc_side_schema(description: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": description,
+        "required": ["nf", "interface", "network", "mode", "mac"],
+        "properties": {
+            "nf": _nf_name_schema("Network function of this side."),
+            "interface": _ifname_schema("Interface of the NF's pods on this side."),
+            "network": {
+                "type": "string",
+                "description": "NetworkAttachmentDefinition behind that interface.",
+                "minLength": 1,
+                "maxLength": 253,
+            },
+            "mode": {"type": "string", "enum": ["L2", "L3"]},
+            "mac": {
+                "type": "string",
+                "pattern": MAC_PATTERN,
+                "description": "MAC shared by every replica of the interface.",
+            },
+            "addresses": {
+                "type": "array",
+                "description": "CIDR addresses shared by every replica (L3 only).",
+                "maxItems": MAX_ADDRESSES,
+                "items": {"type": "string", "maxLength": 64},
+            },
+        },
+        "x-kubernetes-validations": [
+            {
+                "rule": "self.mode == 'L3' || !has(self.addresses) || size(self.addresses) == 0",
+                "message": "an L2 side has no addresses",
+            }
+        ],
+    }
+
+
+def cross_connection_spec_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["chain", "sideA", "sideB"],
+        "properties": {
+            "chain": _nf_name_schema("The ServiceFunctionChain this link belongs to.")
+            | {"maxLength": 253, "pattern": r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$"},
+            "sideA": _xc_side_schema("The NF listed earlier in the chain."),
+            "sideB": _xc_side_schema("The NF listed later in the chain."),
+            "settings": _settings_schema(),
+        },
+        "x-kubernetes-validations": [
+            {"rule": "self.sideA.nf != self.sideB.nf", "message": "the two sides must be different NFs"}
+        ],
+    }
+
+
+def cross_connection_status_schema() -> dict[str, Any]:
+    node_status = {
+        "type": "object",
+        "properties": {
+            "ready": {"type": "boolean", "description": "The node's data plane holds this link."},
+            "replicasA": {"type": "integer", "description": "Active replicas of side A on the node."},
+            "replicasB": {"type": "integer", "description": "Active replicas of side B on the node."},
+            "drainingA": {"type": "integer"},
+            "drainingB": {"type": "integer"},
+            "message": {"type": "string"},
+            "observedGeneration": {"type": "integer", "format": "int64"},
+            "lastSyncTime": {"type": "string", "format": "date-time"},
+        },
+    }
+    return {
+        "type": "object",
+        "properties": {
+            "nodes": {
+                "type": "object",
+                "description": "Per node name: what that node's agent programmed.",
+                "additionalProperties": node_status,
+            },
+        },
+    }
+
+
+def _crd(
+    *,
+    kind: str,
+    plural: str,
+    singular: str,
+    short_name: str,
+    description: str,
+    spec: dict[str, Any],
+    status: dict[str, Any],
+    columns: list[dict[str, Any]],
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{API_GROUP}", "labels": {"app.kubernetes.io/part-of": "flexsfc"}},
+        "spec": {
+            "group": API_GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": singular,
+                "shortNames": [short_name],
+                "categories": [CATEGORY],
+            },
+            "versions": [
+                {
+                    "name": API_VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": columns,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": description,
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec,
+                                "status": status,
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def _age_column() -> dict[str, Any]:
+    return {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+
+
+def chain_crd() -> dict[str, Any]:
+    return _crd(
+        kind=KIND_CHAIN,
+        plural=PLURAL_CHAIN,
+        singular=KIND_CHAIN.lower(),
+        short_name=SHORT_NAME_CHAIN,
+        description="A Service Function Chain: network functions and the links between them.",
+        spec=chain_spec_schema(),
+        status=chain_status_schema(),
+        columns=[
+            {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+            {
+                "name": "Reason",
+                "type": "string",
+                "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+            },
+            {"name": "Links", "type": "integer", "jsonPath": ".status.links"},
+            _age_column(),
+        ],
+    )
+
+
+def cross_connection_crd() -> dict[str, Any]:
+    return _crd(
+        kind=KIND_CROSS_CONNECTION,
+        plural=PLURAL_CROSS_CONNECTION,
+        singular=KIND_CROSS_CONNECTION.lower(),
+        short_name=SHORT_NAME_CROSS_CONNECTION,
+        description="One link of a chain, kept by the chain controller and programmed by every node agent.",
+        spec=cross_connection_spec_schema(),
+        status=cross_connection_status_schema(),
+        columns=[
+            {"name": "Chain", "type": "string", "jsonPath": ".spec.chain"},
+            {"name": "A", "type": "string", "jsonPath": ".spec.sideA.nf"},
+            {"name": "A-If", "type": "string", "jsonPath": ".spec.sideA.interface"},
+            {"name": "B", "type": "string", "jsonPath": ".spec.sideB.nf"},
+            {"name": "B-If", "type": "string", "jsonPath": ".spec.sideB.interface"},
+            {"name": "Mode", "type": "string", "jsonPath": ".spec.sideA.mode", "priority": 1},
+            _age_column(),
+        ],
+    )
+
+
+def kopf_peering_crds() -> list[dict[str, Any]]:
+    """Kopf's peering resources (kopf.dev/v1): the controller's replicas elect one active instance."""
+    crds = []
+    for kind, scope in (("ClusterKopfPeering", "Cluster"), ("KopfPeering", "Namespaced")):
+        plural = kind.lower() + "s"
+        crds.append(
+            {
+                "apiVersion": "apiextensions.k8s.io/v1",
+                "kind": "CustomResourceDefinition",
+                "metadata": {"name": f"{plural}.kopf.dev"},
+                "spec": {
+                    "scope": scope,
+                    "group": "kopf.dev",
+                    "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
+                    "versions": [
+                        {
+                            "name": "v1",
+                            "served": True,
+                            "storage": True,
+                            "schema": {
+                                "openAPIV3Schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "status": {
+                                            "type": "object",
+                                            "x-kubernetes-preserve-unknown-fields": True,
+                                        }
+                                    },
+                                }
+                            },
+                        }
+                    ],
+                },
+            }
+        )
+    return crds
+
+
+def flexsfc_crds() -> list[dict[str, Any]]:
+    return [chain_crd(), cross_connection_crd()]
+
+
+def crd_schema(crd: dict[str, Any]) -> dict[str, Any]:
+    """The openAPIV3Schema of a CRD's (only) version."""
+    return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]

@@ -1,0 +1,32 @@
+"""Fixtures of the operator tests: the Kubernetes API emulator (KMock-based; NOT kube-apiserver)."""
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import kubernetes
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # kube_emulator, shared with tests/kernel/operator
+
+from kube_emulator import EmulatorThread
+
+
+@pytest.fixture
+def kube() -> Iterator[EmulatorThread]:
+    emulator = EmulatorThread().start()
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+
+
+@pytest.fixture
+def kube_api(kube: EmulatorThread) -> Iterator[kubernetes.client.ApiClient]:
+    configuration = kubernetes.client.Configuration()
+    configuration.host = kube.url
+    client = kubernetes.client.ApiClient(configuration)
+    try:
+        yield client
+    finally:
+        client.close()
