@@ -14,7 +14,15 @@ from typing import Any
 from flexsfc.cni import errors, ipam, state
 from flexsfc.cni.config import Environment, NetConf, version_tuple
 from flexsfc.cni.errors import CniError
-from flexsfc.cni.links import LinkError, LinkInfo, Netlink, quiet_host_end
+from flexsfc.cni.links import (
+    POD_END_SYSCTLS_L2,
+    POD_END_SYSCTLS_L3,
+    LinkError,
+    LinkInfo,
+    Netlink,
+    apply_sysctls,
+    quiet_host_end,
+)
 from flexsfc.cni.result import build_add_result, route_plan
 from flexsfc.model.constants import MAX_IFNAME_LEN
 from flexsfc.model.mac import derive_mac
@@ -54,6 +62,8 @@ def add(env: Environment, conf: NetConf) -> dict[str, Any]:
                 host: LinkInfo | None = None
                 try:
                     host = _create_veth(host_nl, pod_nl, env, netns_fd, mac, conf.mtu)
+                    pod_sysctls = POD_END_SYSCTLS_L3 if conf.ipam else POD_END_SYSCTLS_L2
+                    apply_sysctls(env.ifname, pod_sysctls, env.netns)
                     pod = _configure_pod_end(pod_nl, env.ifname, ipam_result)
                     quiet_host_end(host.name)
                     host_nl.set_up(host.index)

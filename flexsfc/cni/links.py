@@ -9,6 +9,7 @@ One :class:`Netlink` per namespace: a netlink socket stays bound to the namespac
 so the pod-side socket is created under ``setns`` on this thread (no helper process).
 """
 
+import contextlib
 import errno
 import ipaddress
 import itertools
@@ -289,10 +290,27 @@ HOST_END_SYSCTLS = (
 )
 
 
+# Pod-end sysctls. Every replica carries the same addresses on purpose, so duplicate address
+# detection would only delay them (an IPv6 link-local address stays tentative for about a second and
+# neighbour solicitations wait for it). An L2 (bump-in-the-wire) interface has no addresses at all: it
+# must not emit router solicitations, MLD reports or DAD probes of its own into the chain.
+POD_END_SYSCTLS_L3 = (("ipv6", "accept_dad", "0"),)
+POD_END_SYSCTLS_L2 = (("ipv6", "disable_ipv6", "1"),)
+
+
+def apply_sysctls(ifname: str, sysctls: tuple[tuple[str, str, str], ...], netns: str | None = None) -> None:
+    """Write per-interface sysctls, in `netns` when given (a family absent from the kernel is skipped).
+
+    /proc/sys/net resolves to the network namespace of the thread that opens the file.
+    """
+    with in_netns(netns) if netns else contextlib.nullcontext():
+        for family, key, value in sysctls:
+            path = f"/proc/sys/net/{family}/conf/{ifname}/{key}"
+            if os.path.exists(path):
+                with open(path, "w", encoding="ascii") as handle:
+                    handle.write(value)
+
+
 def quiet_host_end(ifname: str) -> None:
-    """Apply :data:`HOST_END_SYSCTLS` to the host end (a family absent from the kernel is skipped)."""
-    for family, key, value in HOST_END_SYSCTLS:
-        path = f"/proc/sys/net/{family}/conf/{ifname}/{key}"
-        if os.path.exists(path):
-            with open(path, "w", encoding="ascii") as handle:
-                handle.write(value)
+    """Apply :data:`HOST_END_SYSCTLS` to the host end."""
+    apply_sysctls(ifname, HOST_END_SYSCTLS)

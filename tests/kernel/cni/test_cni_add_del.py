@@ -20,6 +20,16 @@ def _host_end(call_output: dict) -> dict:
     return next(i for i in call_output["interfaces"] if "sandbox" not in i)
 
 
+def _pod_sysctl(ns: str, ifname: str, key: str) -> str:
+    result = subprocess.run(
+        ["ip", "netns", "exec", ns, "cat", f"/proc/sys/net/ipv6/conf/{ifname}/{key}"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return result.stdout.strip()
+
+
 def test_l2_add_check_del(cni: CniRunner, netns_factory) -> None:
     ns = netns_factory("l2")
     config = l2_config(cni.state_dir)
@@ -37,7 +47,8 @@ def test_l2_add_check_del(cni: CniRunner, netns_factory) -> None:
     assert pod_link["address"] == derive_mac("firewall", "eth1")
     assert pod_link["mtu"] == 1450 and "UP" in pod_link["flags"]
     addr_info = ip_json("addr", "show", "dev", "eth1", netns=ns)[0]["addr_info"]
-    assert all(a["scope"] == "link" for a in addr_info)  # L2: no addresses of ours
+    assert addr_info == []  # L2: no addresses at all, not even an IPv6 link-local one
+    assert _pod_sysctl(ns, "eth1", "disable_ipv6") == "1"
     (host_link,) = ip_json("link", "show", "dev", host["name"])
     assert host_link["mtu"] == 1450 and "UP" in host_link["flags"]
     sysctls = {
@@ -81,6 +92,9 @@ def test_l3_add_check_del_with_static_ipam(cni: CniRunner, netns_factory) -> Non
     assert {("10.240.0.2", 24), ("fd00:240::2", 64)} <= found
     v6 = next(a for a in addresses if a["local"] == "fd00:240::2")
     assert not v6.get("tentative")  # no DAD: usable at once
+    link_local = [a for a in addresses if a.get("scope") == "link"]
+    assert all(not a.get("tentative") for a in link_local)  # shared by replicas: no DAD either
+    assert _pod_sysctl(ns, "net0", "accept_dad") == "0"
     v4_routes = {(r["dst"], r.get("gateway")) for r in ip_json("route", "show", "dev", "net0", netns=ns)}
     assert ("10.9.0.0/16", "10.240.0.1") in v4_routes  # route without gw takes the address's gateway
     v6_routes = ip_json("-6", "route", "show", "dev", "net0", netns=ns)
