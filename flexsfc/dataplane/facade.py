@@ -596,6 +596,16 @@ class Dataplane:
         xc_id = None if xc is None else self._xc(xc).id
         return sum(1 for key, _ in self._all_sessions() if xc_id is None or key.xc == xc_id)
 
+    def session_counts(self) -> dict[str, int]:
+        """Sessions per cross-connection in one walk of the table (the metrics exporter's gauge)."""
+        names = {rec.id: name for name, rec in self._xcs.items()}
+        counts = dict.fromkeys(self._xcs, 0)
+        for key, _ in self._all_sessions():
+            name = names.get(key.xc)
+            if name is not None:
+                counts[name] += 1
+        return counts
+
     def sessions(self, xc: str | None = None, limit: int = 10000) -> list[SessionEntry]:
         xc_id = None if xc is None else self._xc(xc).id
         names = {rec.id: name for name, rec in self._xcs.items()}

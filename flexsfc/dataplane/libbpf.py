@@ -96,8 +96,9 @@ log = logging.getLogger("flexsfc.dataplane.libbpf")
 # libbpf_print_fn_t: int (*)(enum libbpf_print_level level, const char *fmt, va_list args)
 _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
 _LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
-# Expected outcomes we handle ourselves (clsact already there, shared with other programs).
-_BENIGN = ("Exclusivity flag on",)
+# Expected outcomes we handle ourselves (clsact already there, shared with other programs), and
+# libbpf 1.1's netlink parser tripping over attributes newer kernels add to tc replies (harmless).
+_BENIGN = ("Exclusivity flag on", "found multiple times in message")
 _libc = ctypes.CDLL(None)
 
 

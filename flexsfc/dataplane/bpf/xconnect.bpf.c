@@ -21,7 +21,7 @@
 #define MAX_XC 256         /* cross-connection ids 1..MAX_XC-1 */
 #define MAX_PORTS 4096     /* replica ports (host veths) across all cross-connections */
 #define PORT_INDEX_SIZE 65536 /* ifindexes below this are found by array index, not hashing */
-#define POOL_SLOTS (1 << 20) /* Maglev slots shared by all tables (8 MiB) */
+#define POOL_SLOTS (1 << 22) /* Maglev slots shared by all tables (32 MiB) */
 #define MAX_IPV6_EXT 4     /* extension headers walked before giving up */
 
 #define SIDE_A 0
