@@ -72,6 +72,11 @@ class AgentLoop:
         with self._lock:
             return list(self._replicas.values())
 
+    def cross_connections(self) -> list[CrossConnectionSpec]:
+        """The desired cross-connections last pushed (the metrics exporter labels ports from them)."""
+        with self._lock:
+            return list(self._xcs)
+
     # -- reconciling ---------------------------------------------------------------------------
 
     def sync(self, reason: str = "sync") -> ReconcileReport:

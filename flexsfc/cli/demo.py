@@ -38,9 +38,16 @@ def default_example() -> Path:
 @click.option(
     "--keep", is_flag=True, help="Leave the chain running (then: flexsfc down --state-dir /run/flexsfc/demo)."
 )
-def demo(path: str | None, nf: str, scale_to: int, state_dir: str, keep: bool) -> None:
+@click.option(
+    "--autoscale/--no-autoscale",
+    default=True,
+    show_default=True,
+    help="After the manual scaling, let a traffic ramp drive the HPA algorithm (about 20 s more).",
+)
+def demo(path: str | None, nf: str, scale_to: int, state_dir: str, keep: bool, autoscale: bool) -> None:
     """Bring up the paper's chain with client and server, scale an NF out and in under real traffic
-    (many TCP and UDP flows), report flow shares, moved flows, losses and reaction times, tear down."""
+    (many TCP and UDP flows), report flow shares, moved flows, losses and reaction times; then let a
+    traffic ramp make the autoscaler scale the NF out and in with drain; tear down."""
     from flexsfc.local import control
     from flexsfc.local.demo import DemoSettings, run_demo
 
@@ -63,6 +70,11 @@ def demo(path: str | None, nf: str, scale_to: int, state_dir: str, keep: bool) -
         console.print(f"[green]chain up[/] in {time.monotonic() - t0:.1f}s")
         report = run_demo(config, plan, DemoSettings(nf=nf, scale_to=scale_to), _say)
         render_report(report)
+        if autoscale:
+            from flexsfc.autoscale.episode import render_episode, run_demo_episode
+
+            console.rule(f"[bold]autoscaling {nf}[/] on the packets per second it receives")
+            render_episode(console, run_demo_episode(config, plan, nf, _say))
     except (control.SupervisorError, ValueError) as exc:
         raise _fail(str(exc)) from None
     except KeyboardInterrupt:

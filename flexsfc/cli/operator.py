@@ -60,6 +60,12 @@ def controller(server: str | None, peering: str | None, priority: int | None, li
 )
 @click.option("--resync-seconds", default=10.0, show_default=True, help="Periodic re-read and reconcile.")
 @click.option("--liveness", help="Serve Kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz.")
+@click.option(
+    "--metrics-port",
+    default=9101,
+    show_default=True,
+    help="Serve Prometheus metrics on 0.0.0.0:PORT (0: off); see docs/metrics.md.",
+)
 def agent(
     server: str | None,
     node: str,
@@ -67,6 +73,7 @@ def agent(
     cni_state_dir: str,
     resync_seconds: float,
     liveness: str | None,
+    metrics_port: int,
 ) -> None:
     """Node agent: this node's NF pods + CrossConnections -> the eBPF data plane."""
     import kopf
@@ -79,13 +86,18 @@ def agent(
 
     dataplane = Dataplane(pin_dir)
     try:
-        registry, _ = agent_handlers.build_registry(
+        locked = LockedDataplane(dataplane)
+        registry, node_agent = agent_handlers.build_registry(
             KubeTarget(server),
             node,
-            LockedDataplane(dataplane),
+            locked,
             cni_state_dir=cni_state_dir,
             resync_seconds=resync_seconds,
         )
+        if metrics_port:
+            from flexsfc.metrics.agent import serve_agent_metrics
+
+            serve_agent_metrics(locked, node_agent.loop, port=metrics_port)
         settings = kopf.OperatorSettings()
         agent_handlers.configure(settings, node)
         # Agents never peer: every node needs its own active agent.

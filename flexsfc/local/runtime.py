@@ -498,8 +498,10 @@ class Runtime:
 
     def status(self) -> dict[str, Any]:
         """Chains, cross-connections, deployments and pods with per-replica counters and sessions."""
+        counters_time = None
         try:
             stats = self.dataplane.port_stats()
+            counters_time = time.monotonic()  # rates (status, autoscale) use exact intervals
             sessions = self.dataplane.sessions(limit=STATUS_SESSION_LIMIT)
             drops = self.dataplane.drop_stats()
         except Exception as exc:  # a status read must not take the supervisor down
@@ -546,6 +548,7 @@ class Runtime:
             xcs.append(row)
         return {
             "supervisorPid": os.getpid(),
+            "countersTime": counters_time,
             "source": self.source,
             "chains": [
                 {"name": c.name, "namespace": c.namespace, "nfs": [nf.name for nf in c.network_functions]}

@@ -1,0 +1,123 @@
+"""`flexsfc autoscale`: scale one NF of the running local runtime on the packets per second it receives."""
+
+import time
+
+import click
+
+from flexsfc.autoscale.local import (
+    DEFAULT_PERIOD_SECONDS,
+    LOCAL_SCALE_DOWN_WINDOW_SECONDS,
+    LocalAutoscaler,
+    StatusTarget,
+    TargetNotFound,
+    Tick,
+    format_tick,
+    local_spec,
+    next_tick,
+)
+
+
+@click.command()
+@click.argument("nf")
+@click.option(
+    "--target-pps",
+    type=click.FloatRange(min=0, min_open=True),
+    required=True,
+    help="Packets per second each replica should receive (HPA averageValue).",
+)
+@click.option("--min", "min_replicas", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--max", "max_replicas", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option(
+    "--period",
+    type=click.FloatRange(min=0.1),
+    default=DEFAULT_PERIOD_SECONDS,
+    show_default=True,
+    help="Seconds between decisions (Kubernetes: 15).",
+)
+@click.option(
+    "--scale-down-window",
+    type=click.FloatRange(min=0),
+    default=LOCAL_SCALE_DOWN_WINDOW_SECONDS,
+    show_default=True,
+    help="Scale-down stabilization window in seconds (Kubernetes: 300).",
+)
+@click.option(
+    "--tolerance",
+    type=click.FloatRange(min=0),
+    default=0.1,
+    show_default=True,
+    help="No change while |average/target - 1| <= tolerance.",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Stop after this many seconds (default: until Ctrl-C).",
+)
+@click.option(
+    "--state-dir",
+    envvar="FLEXSFC_LOCAL_DIR",
+    default=None,
+    help="State directory of the local runtime (default: the one `flexsfc up` uses).",
+)
+def autoscale(
+    nf: str,
+    target_pps: float,
+    min_replicas: int,
+    max_replicas: int,
+    period: float,
+    scale_down_window: float,
+    tolerance: float,
+    duration: float | None,
+    state_dir: str | None,
+) -> None:
+    """Scale NF on the packets per second its replicas receive (Kubernetes HPA algorithm).
+
+    NF is a network function or Deployment name of the runtime started by `flexsfc up`.
+
+    desired = ceil(replicas x average pps per replica / target-pps), no change within the tolerance,
+    scale-down follows the highest recommendation of the last window, terminating (draining)
+    replicas are not counted.
+    """
+    from flexsfc.local.config import RuntimeConfig
+    from flexsfc.local.control import SupervisorError, request
+
+    if max_replicas < min_replicas:
+        raise click.BadParameter(
+            f"--max ({max_replicas}) must be >= --min ({min_replicas})", param_hint="--max"
+        )
+    config = RuntimeConfig.for_dir(state_dir)
+    try:
+        target = StatusTarget(
+            nf,
+            lambda: request(config, "status", timeout=30),
+            lambda name, replicas: request(config, "scale", name=name, replicas=replicas),
+        )
+    except (SupervisorError, TargetNotFound) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+    spec = local_spec(
+        target_pps, min_replicas, max_replicas, scale_down_window=scale_down_window, tolerance=tolerance
+    )
+
+    def show(tick: Tick) -> None:
+        click.echo(f"{time.strftime('%H:%M:%S')} {target.name}: {format_tick(tick, target_pps)}")
+
+    scaler = LocalAutoscaler(target, spec, period=period, on_tick=show)
+    click.echo(
+        f"autoscaling {target.name}: target {target_pps:.0f} pps per replica, {min_replicas}..{max_replicas} "
+        f"replicas, every {period:g}s, scale-down window {scale_down_window:g}s (Ctrl-C stops)",
+        err=True,
+    )
+    deadline = None if duration is None else time.monotonic() + duration
+    next_at = time.monotonic()
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            try:
+                scaler.step()
+            except SupervisorError as exc:
+                raise click.ClickException(f"local runtime: {exc}") from exc
+            next_at = next_tick(next_at, period)
+            time.sleep(max(0.0, next_at - time.monotonic()))
+    except KeyboardInterrupt:
+        pass
