@@ -295,7 +295,7 @@ def replica_add_remove(replicas: int = 4, repetitions: int = 50) -> dict[str, An
             add_ms.append((t1 - t0) * 1e3)
             remove_ms.append((t2 - t1) * 1e3)
         return {
-            "unit": "ms per set_replicas call (Python, includes tc attach/detach and the Maglev build at the default M)",
+            "unit": "ms per set_replicas call (Python; tc attach/detach and Maglev build at the default M)",
             "replicas_before": replicas,
             "add_ms": _stats(add_ms),
             "remove_ms": _stats(remove_ms),
