@@ -1,0 +1,140 @@
+"""What every benchmark section shares: the run context, machine description, statistics, JSON I/O."""
+
+import json
+import math
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class BenchContext:
+    """Settings shared by every section of one `flexsfc bench` run."""
+
+    out_dir: Path
+    quick: bool = False
+    command: str = ""  # the exact command line that produced the results
+    seed: int = 1
+    log: Any = field(default=print, repr=False)  # callable(str) for progress lines
+
+    def pick(self, quick: Any, full: Any) -> Any:
+        """The quick-mode value or the full-mode value of a parameter."""
+        return quick if self.quick else full
+
+
+def command_line() -> str:
+    """The command line of this process, shell-quoted, as a user would retype it."""
+    argv = list(sys.argv)
+    if argv and argv[0].endswith("/flexsfc"):
+        argv[0] = "flexsfc"
+    return shlex.join(argv)
+
+
+def machine_info() -> dict[str, Any]:
+    """Where the numbers come from: kernel, CPU model, core count, tool versions."""
+    cpu_model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "hostname": platform.node(),
+        "uname": " ".join(platform.uname()),
+        "kernel": platform.release(),
+        "cpu_model": cpu_model,
+        "nproc": os.cpu_count(),
+        "python": platform.python_version(),
+        "iperf3": _first_line(["iperf3", "--version"]),
+        "sockperf": _first_line(["sockperf", "--version"]),
+        "loadavg": os.getloadavg(),
+    }
+
+
+def _first_line(cmd: list[str]) -> str:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unavailable"
+    text = (out.stdout or out.stderr).strip()
+    return text.splitlines()[0] if text else "unavailable"
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def median(values: Iterable[float]) -> float | None:
+    data = [v for v in values if v is not None]
+    return statistics.median(data) if data else None
+
+
+def summary(values: Iterable[float]) -> dict[str, float | int | None]:
+    """Median, quartiles, min, max and count of a sample (None-safe)."""
+    data = sorted(v for v in values if v is not None)
+    if not data:
+        return {"n": 0, "median": None, "p25": None, "p75": None, "min": None, "max": None}
+    if len(data) >= 2:
+        q = statistics.quantiles(data, n=4, method="inclusive")
+        p25, p75 = q[0], q[2]
+    else:
+        p25 = p75 = data[0]
+    return {
+        "n": len(data),
+        "median": statistics.median(data),
+        "p25": p25,
+        "p75": p75,
+        "min": data[0],
+        "max": data[-1],
+    }
+
+
+def section_result(ctx: BenchContext, section: str, data: dict[str, Any], started: float) -> dict[str, Any]:
+    """The envelope every section's JSON carries, so a result file says how to reproduce it."""
+    return {
+        "section": section,
+        "command": ctx.command,
+        "quick": ctx.quick,
+        "finished": now_iso(),
+        "duration_s": round(time.monotonic() - started, 2),
+        "machine": machine_info(),
+        "data": data,
+    }
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities become null: the files stay standard JSON for every reader."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    text = json.dumps(_finite(payload), indent=2, sort_keys=False, default=str, allow_nan=False)
+    tmp.write_text(text + "\n")
+    tmp.replace(path)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+class SectionSkipped(Exception):
+    """Raised by a section that cannot run here (missing component, not root...); the message says why."""

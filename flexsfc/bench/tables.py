@@ -1,0 +1,159 @@
+"""Markdown tables from the JSON results, for writing docs/evaluation.md after a run.
+
+python -m flexsfc.bench.tables [docs/results]
+"""
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from flexsfc.bench.common import read_json
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def resources(d: dict[str, Any]) -> str:
+    rows = [
+        [n, a, b, f"{s * 100:.0f} %"]
+        for n, a, b, s in zip(
+            d["instances"], d["nf_level_millicpu"], d["whole_chain_millicpu"], d["saving_ratio"], strict=True
+        )
+    ]
+    return _table(["instances", "NF-level (mCPU)", "whole chain (mCPU)", "saved"], rows)
+
+
+def traffic(d: dict[str, Any]) -> str:
+    """Medians, ratio of medians to the veth, and median of per-round ratios (same-round pairs)."""
+    metrics = [
+        ("tcp_gbps", "TCP Gbit/s", 1.0),
+        ("udp_pps", "64 B kpps", 1e-3),
+        ("lat_p50_us", "p50 µs", 1.0),
+        ("tcp_gbit_per_cpu_s", "TCP Gbit/CPU-s", 1.0),
+        ("udp_pkts_per_cpu_s", "UDP kpkt/CPU-s", 1e-3),
+    ]
+    header = ["chain", "variant"]
+    for _, label, _ in metrics:
+        header += [label, "ratio", "round ratio"]
+    header.append("eBPF ns/pkt")
+    rows = []
+    for chain, by_variant in d["summary"].items():
+        for variant, s in by_variant.items():
+            row: list[Any] = [chain, variant]
+            for key, _, scale in metrics:
+                value = s.get(key, {}).get("median")
+                row.append(value * scale if value is not None else None)
+                row.append(d["ratios_to_veth"][chain][variant].get(key))
+                row.append(d.get("round_ratios_to_veth", {}).get(chain, {}).get(variant, {}).get(key))
+            row.append(s["ns_per_packet"]["median"])
+            rows.append(row)
+    return _table(header, rows)
+
+
+def traffic_best(d: dict[str, Any]) -> str:
+    """Best round of each variant (max rate, min latency): the machine's quiet moments."""
+    metrics = [("tcp_gbps", "max", 1.0), ("udp_pps", "max", 1e-3), ("lat_p50_us", "min", 1.0)]
+    rows = []
+    for chain, by_variant in d["summary"].items():
+        base = by_variant["veth"]
+        for variant, s in by_variant.items():
+            row: list[Any] = [chain, variant]
+            for key, pick, scale in metrics:
+                value, ref = s[key][pick], base[key][pick]
+                row += [value * scale if value is not None else None, value / ref if value and ref else None]
+            rows.append(row)
+    header = ["chain", "variant", "TCP Gbit/s", "ratio", "64 B kpps", "ratio", "p50 µs", "ratio"]
+    return _table(header, rows)
+
+
+def remap(d: dict[str, Any]) -> str:
+    rows = [
+        [f"{r['n_before']}->{r['n_after']}", r["ideal_remapped"], r["maglev_remapped"], r["modulo_remapped"]]
+        for r in d["scale_out"] + d["scale_in"]
+    ]
+    return _table(["replicas", "minimum", "flexsfc Maglev", "PoC modulo"], rows)
+
+
+def scale_loss(d: dict[str, Any]) -> str:
+    rows = [
+        [
+            e["event"],
+            sum(r["sent"] for r in e["runs"]),
+            sum(r["lost"] for r in e["runs"]),
+            e["flows_moved_median"],
+            e["flows_on_leaving_replica_median"],
+        ]
+        for e in d["events"]
+    ]
+    return _table(
+        ["event", "packets sent (all trials)", "lost", "flows moved (median)", "flows on leaving"], rows
+    )
+
+
+def control_plane(d: dict[str, Any]) -> str:
+    rows = [
+        [
+            r["cross_connections"],
+            r["first_ms"],
+            r["first_ms_per_xc"],
+            r["noop_ms"],
+            r["scale_out_one_ms"],
+            r["delete_all_ms"],
+        ]
+        for r in d["rows"]
+    ]
+    return _table(
+        ["xcs", "first (ms)", "per xc (ms)", "no change (ms)", "+1 replica (ms)", "delete all (ms)"], rows
+    )
+
+
+def session_fill(d: dict[str, Any]) -> str:
+    rows = [[r["sessions_in_table"], r["hit_ns"], r["new_session_ns"]] for r in d["rows"]]
+    return _table(["sessions", "hit ns/pkt (net)", "new session ns/pkt"], rows)
+
+
+def reaction(d: dict[str, Any]) -> str:
+    rows = [[label, start, duration] for label, start, duration in d["gantt_scale_out"]]
+    rows += [[k, "", v.get("median")] for k, v in d["scale_in"].items()]
+    rows += [[k, "", v.get("median")] for k, v in d.get("agent_steps", {}).items()]
+    return _table(["step", "start (ms)", "median"], rows)
+
+
+TABLES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "resources": resources,
+    "traffic": traffic,
+    "traffic_best": traffic_best,
+    "reaction": reaction,
+    "remap": remap,
+    "scale_loss": scale_loss,
+    "control_plane": control_plane,
+    "session_fill": session_fill,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    out_dir = Path(args[0] if args else "docs/results")
+    for name, fn in TABLES.items():
+        path = out_dir / f"{name.removesuffix('_best')}.json"
+        if path.exists():
+            print(f"### {name}\n\n{fn(read_json(path)['data'])}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

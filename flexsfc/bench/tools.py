@@ -1,0 +1,147 @@
+"""Traffic tools run inside the pods: iperf3 (TCP, 64 B UDP) and sockperf (UDP ping-pong latency).
+
+Servers are started once per topology and killed by PID; every client run returns parsed numbers.
+"""
+
+import contextlib
+import json
+import re
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from flexsfc.bench.topology import SERVER_IP, ChainTopology
+
+TCP_PORT = 5201
+UDP_BASE_PORT = 5210
+SOCKPERF_PORT = 11111
+UDP_PAYLOAD = 64  # bytes of UDP payload (the "64 B packets" of the evaluation)
+CLIENT_SLACK_S = 10  # beyond the test duration before a client run counts as hung
+
+_PERCENTILE = re.compile(r"percentile\s+(\d+\.\d+)\s*=\s*([\d.]+)")
+_AVG = re.compile(r"avg-latency=([\d.]+)")
+
+
+class ToolError(RuntimeError):
+    pass
+
+
+@dataclass
+class Servers:
+    """iperf3 and sockperf servers in a topology's server pod."""
+
+    topo: ChainTopology
+    udp_senders: int
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def __enter__(self) -> "Servers":
+        try:
+            self._spawn(["iperf3", "-s", "-p", str(TCP_PORT)])
+            for i in range(self.udp_senders):
+                self._spawn(["iperf3", "-s", "-p", str(UDP_BASE_PORT + i)])
+            self._spawn(["sockperf", "sr", "-i", SERVER_IP, "-p", str(SOCKPERF_PORT)])
+            time.sleep(0.3)  # let them bind before the first client connects
+            for proc in self.procs:
+                if proc.poll() is not None:
+                    raise ToolError(f"server {proc.args} exited with {proc.returncode}")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _spawn(self, argv: list[str]) -> None:
+        self.procs.append(
+            subprocess.Popen(
+                ["ip", "netns", "exec", self.topo.server, *argv],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+        for proc in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+        self.procs.clear()
+
+
+def _client(topo: ChainTopology, argv: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        ["ip", "netns", "exec", topo.client, *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _collect(proc: subprocess.Popen[str], seconds: float) -> str:
+    try:
+        out, err = proc.communicate(timeout=seconds + CLIENT_SLACK_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise ToolError(f"{proc.args} did not finish within {seconds + CLIENT_SLACK_S} s") from None
+    if proc.returncode != 0:
+        raise ToolError(f"{proc.args} failed ({proc.returncode}): {(err or out).strip()[-400:]}")
+    return out
+
+
+@dataclass(frozen=True)
+class Throughput:
+    rate: float  # Gbit/s (TCP) or packets/s (UDP), received
+    cpu_seconds_per_second: float  # CPU used by iperf3 client(s) and server(s) per wall-clock second
+
+    @property
+    def per_cpu(self) -> float | None:
+        """Rate per CPU-second spent by the endpoints: what a busy neighbour steals cancels out."""
+        return self.rate / self.cpu_seconds_per_second if self.cpu_seconds_per_second > 0 else None
+
+
+def _cpu(report: dict[str, Any]) -> float:
+    cpu = report["end"].get("cpu_utilization_percent", {})
+    return (cpu.get("host_total", 0.0) + cpu.get("remote_total", 0.0)) / 100
+
+
+def tcp_gbps(topo: ChainTopology, seconds: float) -> Throughput:
+    """iperf3 TCP with default parameters (one stream): received goodput in Gbit/s."""
+    argv = ["iperf3", "-c", SERVER_IP, "-p", str(TCP_PORT), "-t", str(seconds), "-J"]
+    report = json.loads(_collect(_client(topo, argv), seconds))
+    return Throughput(report["end"]["sum_received"]["bits_per_second"] / 1e9, _cpu(report))
+
+
+def udp_pps(topo: ChainTopology, seconds: float, senders: int) -> Throughput:
+    """64 B UDP from `senders` parallel unthrottled iperf3 clients: packets per second received."""
+    argv = ["iperf3", "-u", "-l", str(UDP_PAYLOAD), "-b", "0", "-t", str(seconds), "-J", "-c", SERVER_IP]
+    procs = [_client(topo, [*argv, "-p", str(UDP_BASE_PORT + i)]) for i in range(senders)]
+    total = cpu = 0.0
+    errors: list[str] = []
+    for proc in procs:
+        try:
+            report = json.loads(_collect(proc, seconds))
+            received = report["end"]["sum_received"]
+        except (ToolError, KeyError, json.JSONDecodeError) as exc:
+            errors.append(str(exc))
+            continue
+        total += (received["packets"] - received["lost_packets"]) / received["seconds"]
+        cpu += _cpu(report)
+    if errors:
+        raise ToolError("; ".join(errors))
+    return Throughput(total, cpu)
+
+
+def latency_us(topo: ChainTopology, seconds: float) -> dict[str, float]:
+    """sockperf UDP ping-pong with 64 B messages: one-way latency (half the round trip) in µs."""
+    argv = ["sockperf", "pp", "-i", SERVER_IP, "-p", str(SOCKPERF_PORT), "-m", "64", "-t", str(seconds)]
+    out = _collect(_client(topo, argv), seconds)
+    percentiles = {float(p): float(v) for p, v in _PERCENTILE.findall(out)}
+    avg = _AVG.search(out)
+    if 50.0 not in percentiles or avg is None:
+        raise ToolError(f"sockperf output without percentiles: {out[-400:]}")
+    return {"p50": percentiles[50.0], "p99": percentiles.get(99.0, 0.0), "avg": float(avg.group(1))}
