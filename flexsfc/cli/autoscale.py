@@ -15,6 +15,7 @@ from flexsfc.autoscale.local import (
     local_spec,
     next_tick,
 )
+from flexsfc.local.config import ENV_STATE_DIR, RuntimeConfig
 
 
 @click.command()
@@ -56,7 +57,7 @@ from flexsfc.autoscale.local import (
 )
 @click.option(
     "--state-dir",
-    envvar="FLEXSFC_LOCAL_DIR",
+    envvar=ENV_STATE_DIR,
     default=None,
     help="State directory of the local runtime (default: the one `flexsfc up` uses).",
 )
@@ -79,7 +80,6 @@ def autoscale(
     scale-down follows the highest recommendation of the last window, terminating (draining)
     replicas are not counted.
     """
-    from flexsfc.local.config import RuntimeConfig
     from flexsfc.local.control import SupervisorError, request
 
     if max_replicas < min_replicas:

@@ -334,6 +334,7 @@ def status(env: Environment, conf: NetConf) -> None:
         raise CniError(
             errors.PLUGIN_NOT_AVAILABLE,
             f"state directory {conf.state_dir} (field 'stateDir') is not writable",
+            "make it writable by the plugin (root) or set 'stateDir' to a writable directory",
         )
     if conf.ipam:
         try:
@@ -381,7 +382,9 @@ def _valid_attachments(document: dict[str, Any]) -> set[tuple[str, str]]:
         entries = document.get(key, [])
         if not isinstance(entries, list):
             raise CniError(
-                errors.INVALID_CONFIG, f"invalid network configuration: field {key!r} must be a list"
+                errors.INVALID_CONFIG,
+                f"invalid network configuration: field {key!r} must be a list",
+                'write it as [{"containerID": ..., "ifname": ...}] (may be empty)',
             )
         for entry in entries:
             if (
@@ -393,7 +396,7 @@ def _valid_attachments(document: dict[str, Any]) -> set[tuple[str, str]]:
                     errors.INVALID_CONFIG,
                     f"invalid network configuration: field {key!r} has an entry without string "
                     "'containerID' and 'ifname'",
-                    repr(entry)[:200],
+                    f'{repr(entry)[:200]}: write each entry as {{"containerID": "<id>", "ifname": "<name>"}}',
                 )
             valid.add((entry["containerID"], entry["ifname"]))
     return valid

@@ -1,9 +1,9 @@
 """Import submodules of a package without running the package's ``__init__``.
 
-A CNI plugin is a fresh process per call and its start-up is part of every pod's creation. Some
-packages import all their components in ``__init__`` (``pyroute2``: conntrack, ndb, ipdb...;
-``flexsfc.model``: manifest loading with PyYAML, planning), which costs ~100 ms each here while the
-few submodules flexsfc-cni needs cost a few milliseconds. Registering the package as a bare module
+A CNI plugin is a fresh process per call and its start-up is part of every pod's creation.
+``pyroute2`` imports all its components in ``__init__`` (conntrack, ndb, ipdb...), which costs
+~100 ms here while the few submodules flexsfc-cni needs cost a few milliseconds. (``flexsfc.model``
+needs no such help: its ``__init__`` loads its names lazily.) Registering the package as a bare module
 with the right ``__path__`` lets ``import package.submodule`` load just that submodule.
 
 Only the ``flexsfc-cni`` executable does this (before anything else is imported); library users of

@@ -13,8 +13,7 @@ from typing import Any
 
 from flexsfc.cni.lightimport import register_bare_package
 
-# Before any other flexsfc or pyroute2 import: load only the submodules we use (see lightimport).
-register_bare_package("flexsfc.model")
+# Before any pyroute2 import: load only the submodules we use (see lightimport).
 register_bare_package("pyroute2")
 
 from flexsfc.cni import errors  # noqa: E402

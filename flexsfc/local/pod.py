@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,10 @@ PROBE_INTERVAL_SECONDS = 0.02  # faster than kubelet's 1 s minimum: the local ru
 
 class PodError(RuntimeError):
     pass
+
+
+# (CNI configuration with stateDir, container id, ifname) -> the record flexsfc-cni wrote, if any
+RecordLoader = Callable[[dict[str, Any], str, str], AttachmentRecord | None]
 
 
 @dataclass
@@ -89,7 +94,7 @@ class Pod:
 
     @property
     def container_id(self) -> str:
-        return self.uid.replace("-", "")
+        return container_id_of(self.uid)
 
     @property
     def netns_path(self) -> str:
@@ -115,7 +120,7 @@ class Pod:
             (lo,) = ns.link_lookup(ifname="lo")
             ns.link("set", index=lo, state="up")
 
-    def add_networks(self, load_record) -> None:  # type: ignore[no-untyped-def]
+    def add_networks(self, load_record: RecordLoader) -> None:
         """CNI ADD for every network selection, in order. Raises PodError naming the failing one."""
         for att in self.attachments:
             try:
@@ -145,21 +150,10 @@ class Pod:
         return errors
 
     def delete_sandbox(self) -> None:
-        kill_processes_in_netns(self.netns_path)
-        if os.path.exists(self.netns_path):
-            with contextlib.suppress(FileNotFoundError):
-                netns.remove(self.netns)
+        remove_sandbox(self.netns)
 
     def _cni_call(self, att: Attachment) -> CniCall:
-        return CniCall(
-            container_id=self.container_id,
-            netns_path=self.netns_path,
-            ifname=att.ifname,
-            pod_namespace=self.namespace,
-            pod_name=self.name,
-            pod_uid=self.uid,
-            config=att.config,
-        )
+        return cni_call(self.uid, self.namespace, self.name, self.netns, att)
 
     # -- containers ----------------------------------------------------------------------------
 
@@ -329,21 +323,36 @@ def cleanup_pod_state(raw: dict[str, Any]) -> list[str]:
         att = Attachment(**att_raw)
         if not att.added:
             continue
-        call = CniCall(
-            container_id=raw["uid"].replace("-", ""),
-            netns_path=netns_path(raw["netns"]),
-            ifname=att.ifname,
-            pod_namespace=raw["namespace"],
-            pod_name=raw["name"],
-            pod_uid=raw["uid"],
-            config=att.config,
-        )
         try:
-            cni_del(call)
+            cni_del(cni_call(raw["uid"], raw["namespace"], raw["name"], raw["netns"], att))
         except CniError as exc:
             errors.append(f"pod {raw['name']}: {exc}")
-    kill_processes_in_netns(netns_path(raw["netns"]))
-    if os.path.exists(netns_path(raw["netns"])):
-        with contextlib.suppress(FileNotFoundError):
-            netns.remove(raw["netns"])
+    remove_sandbox(raw["netns"])
     return errors
+
+
+def container_id_of(uid: str) -> str:
+    """The CNI container id of a pod: its UID without dashes."""
+    return uid.replace("-", "")
+
+
+def cni_call(uid: str, namespace: str, pod_name: str, netns_name: str, att: Attachment) -> CniCall:
+    """The CNI call of one of a pod's attachments (the same for ADD and DEL, as Multus makes it)."""
+    return CniCall(
+        container_id=container_id_of(uid),
+        netns_path=netns_path(netns_name),
+        ifname=att.ifname,
+        pod_namespace=namespace,
+        pod_name=pod_name,
+        pod_uid=uid,
+        config=att.config,
+    )
+
+
+def remove_sandbox(netns_name: str) -> None:
+    """Kill what still runs in the pod's network namespace, then delete the namespace."""
+    path = netns_path(netns_name)
+    kill_processes_in_netns(path)
+    if os.path.exists(path):
+        with contextlib.suppress(FileNotFoundError):
+            netns.remove(netns_name)

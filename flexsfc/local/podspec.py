@@ -40,6 +40,13 @@ def parse_pod_template(template: dict[str, Any], where: str) -> PodSpec:
     containers = []
     for i, raw in enumerate(raw_containers):
         path = f"{where}: spec.template.spec.containers[{i}]"
+        for key in ("command", "args"):
+            value = raw.get(key)
+            if value is not None and not isinstance(value, list):
+                raise PodSpecError(
+                    f"{path}.{key} must be a list of strings, got {value!r}; write it as a list, "
+                    "e.g. [sh, -c, '...']"
+                )
         argv = [*(raw.get("command") or []), *(raw.get("args") or [])]
         if not argv:
             raise PodSpecError(
@@ -47,9 +54,11 @@ def parse_pod_template(template: dict[str, Any], where: str) -> PodSpec:
                 "needs an explicit command (e.g. [sh, -c, '...'])"
             )
         if not all(isinstance(a, str | int | float) for a in argv):
-            raise PodSpecError(f"{path}.command/args must be a list of strings")
+            raise PodSpecError(f"{path}.command/args must be a list of strings; quote each item")
         env = {}
-        for item in raw.get("env") or []:
+        for j, item in enumerate(raw.get("env") or []):
+            if not isinstance(item, dict) or not item.get("name"):
+                raise PodSpecError(f"{path}.env[{j}] has no name; write it as {{name: VAR, value: '...'}}")
             if "value" in item:
                 env[str(item["name"])] = str(item["value"])
         pre_stop = _exec_argv(((raw.get("lifecycle") or {}).get("preStop")), f"{path}.lifecycle.preStop")
@@ -65,7 +74,10 @@ def parse_pod_template(template: dict[str, Any], where: str) -> PodSpec:
         )
     grace = spec.get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS)
     if not isinstance(grace, int | float) or grace < 0:
-        raise PodSpecError(f"{where}: spec.template.spec.terminationGracePeriodSeconds must be >= 0")
+        raise PodSpecError(
+            f"{where}: spec.template.spec.terminationGracePeriodSeconds must be a number >= 0, "
+            f"got {grace!r}; give seconds (default {DEFAULT_GRACE_SECONDS:g})"
+        )
     return PodSpec(containers=tuple(containers), grace_seconds=float(grace))
 
 
@@ -77,5 +89,5 @@ def _exec_argv(handler: dict[str, Any] | None, path: str) -> tuple[str, ...]:
         raise PodSpecError(f"{path}: only exec handlers run in the local runtime; use exec.command")
     command = exec_.get("command") or []
     if not command:
-        raise PodSpecError(f"{path}.exec.command is empty")
+        raise PodSpecError(f"{path}.exec.command is empty; give the command to run as a list of strings")
     return tuple(str(a) for a in command)

@@ -156,7 +156,7 @@ class Runtime:
 
     def scale(self, name: str, replicas: int) -> dict[str, Any]:
         if replicas < 0:
-            raise RuntimeRequestError(f"replicas must be >= 0, got {replicas}")
+            raise RuntimeRequestError(f"replicas must be >= 0, got {replicas}; 0 stops every replica")
         with self._lock:
             rs = self._find_set(name)
             before, rs.desired = rs.desired, replicas
@@ -608,12 +608,7 @@ class Runtime:
 
 
 def _steps(report: ReconcileReport | None) -> dict[str, float]:
-    if report is None:
-        return {}
-    out: dict[str, float] = {}
-    for step in report.steps:
-        out[step.step] = out.get(step.step, 0.0) + step.ns / 1e6
-    return out
+    return report.step_ms() if report is not None else {}
 
 
 def read_state(config: RuntimeConfig) -> dict[str, Any] | None:

@@ -226,33 +226,13 @@ def run_client(args: argparse.Namespace) -> dict[str, Any]:
             old.sock.close()
         timeout = max(0.0, min(next_udp, next_tcp, next_short, deadline) - time.monotonic())
         for key, mask in sel.select(timeout=min(timeout, 0.01)):
-            obj = key.data
-            if isinstance(obj, UdpFlow):
-                _udp_receive(obj)
-            elif isinstance(obj, ShortFlow):
-                with contextlib.suppress(OSError):
-                    obj.sock.recv(2048)
-                    if not obj.answered:
-                        obj.answered = True
-                        short_answered += 1
-            elif isinstance(obj, TcpFlow):
-                _tcp_event(sel, obj, mask)
+            short_answered += _serve_ready(sel, key.data, mask)
 
     # stop sending, give the last echoes time to come back
     end = time.monotonic() + DRAIN_SECONDS
     while time.monotonic() < end:
         for key, mask in sel.select(timeout=0.05):
-            obj = key.data
-            if isinstance(obj, UdpFlow):
-                _udp_receive(obj)
-            elif isinstance(obj, TcpFlow):
-                _tcp_event(sel, obj, mask & selectors.EVENT_READ)
-            elif isinstance(obj, ShortFlow):
-                with contextlib.suppress(OSError):
-                    obj.sock.recv(2048)
-                    if not obj.answered:
-                        obj.answered = True
-                        short_answered += 1
+            short_answered += _serve_ready(sel, key.data, mask & selectors.EVENT_READ)
 
     report = {
         "startedNs": started_ns,
@@ -287,6 +267,21 @@ def run_client(args: argparse.Namespace) -> dict[str, Any]:
     for f in udp_flows:
         f.sock.close()
     return report
+
+
+def _serve_ready(sel: selectors.BaseSelector, flow: UdpFlow | TcpFlow | ShortFlow, mask: int) -> int:
+    """Handle one ready socket; 1 if it brought a short flow's first answer, else 0."""
+    if isinstance(flow, UdpFlow):
+        _udp_receive(flow)
+    elif isinstance(flow, TcpFlow):
+        _tcp_event(sel, flow, mask)
+    else:
+        with contextlib.suppress(OSError):
+            flow.sock.recv(2048)
+            if not flow.answered:
+                flow.answered = True
+                return 1
+    return 0
 
 
 def _udp_send(flow: UdpFlow) -> None:

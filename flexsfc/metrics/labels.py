@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from flexsfc.agent.types import NfReplica, ReplicaPhase
+from flexsfc.agent.types import NfReplica, ReplicaPhase, side_ports
 from flexsfc.model.types import CrossConnectionSpec, Side
 
 
@@ -61,19 +61,13 @@ def build_port_labels(
     for xc in xcs:
         xc_labels[xc.name] = XcLabel(xc.namespace, xc.chain, xc.side_a.nf, xc.side_b.nf)
         for side in Side:
-            spec = xc.side(side)
-            for replica in live:
-                if replica.nf != spec.nf or replica.namespace != xc.namespace:
-                    continue
-                record = replica.interface(spec.interface)
-                if record is None or record.host_ifindex <= 0:
-                    continue
+            for replica, record in side_ports(xc, side, live):
                 ports[record.host_ifindex] = PortLabel(
                     namespace=replica.namespace,
                     pod=replica.pod_name,
                     chain=xc.chain,
                     nf=replica.nf,
-                    interface=spec.interface,
+                    interface=record.ifname,
                     cross_connection=xc.name,
                     side=side.value,
                 )

@@ -20,7 +20,7 @@ from kubernetes.client.exceptions import ApiException
 
 from flexsfc.agent.loop import AgentLoop
 from flexsfc.agent.reconciler import ReconcileReport, desired_ports
-from flexsfc.agent.types import ReplicaPhase
+from flexsfc.agent.types import NfReplica, ReplicaPhase
 from flexsfc.cni.state import load_records
 from flexsfc.dataplane.api import ReplicaState
 from flexsfc.model.constants import API_GROUP, API_VERSION, LABEL_NF, PLURAL_CROSS_CONNECTION
@@ -32,6 +32,7 @@ from flexsfc.operator.pods import PodView, RecordIndex, pod_to_replica
 log = logging.getLogger(__name__)
 
 XcKey = tuple[str, str]  # (namespace, name)
+ParsedXc = tuple[CrossConnectionSpec, ChainSettings]
 
 
 def pod_selectors(node_name: str) -> tuple[str, str]:
@@ -66,7 +67,8 @@ class NodeAgent:
         self._lock = threading.RLock()  # the index and what is derived from it
         self._push_lock = threading.Lock()
         self._written: dict[XcKey, dict[str, Any]] = {}  # last node status written, per xc
-        self._bad_xcs: dict[XcKey, str] = {}
+        # Last parse of each CrossConnection object: (the object, its spec or why it is malformed).
+        self._parsed: dict[XcKey, tuple[dict[str, Any], ParsedXc | str]] = {}
         self._views: dict[str, PodView] = {}
         self._stop = threading.Event()
         self._refresher: threading.Thread | None = None
@@ -98,6 +100,7 @@ class NodeAgent:
             if event_type == "DELETED":
                 self.index.xcs.pop(key, None)
                 self._written.pop(key, None)
+                self._parsed.pop(key, None)
             else:
                 self.index.xcs[key] = obj
         self.push()
@@ -155,29 +158,38 @@ class NodeAgent:
     def _cross_connections(self) -> tuple[list[CrossConnectionSpec], dict[str, ChainSettings]]:
         xcs: list[CrossConnectionSpec] = []
         settings: dict[str, ChainSettings] = {}
-        self._bad_xcs = {}
         for key, obj in sorted(self.index.xcs.items()):
             if (obj.get("metadata") or {}).get("deletionTimestamp"):
                 continue
-            try:
-                xc, chain_settings = xc_from_object(obj)
-            except (KeyError, ValueError, TypeError) as exc:
-                self._bad_xcs[key] = f"malformed spec: {exc!r}"
-                continue
-            xcs.append(xc)
-            settings[xc.chain] = chain_settings
+            parsed = self._parse(key, obj)
+            if not isinstance(parsed, str):
+                xc, chain_settings = parsed
+                xcs.append(xc)
+                settings[xc.chain] = chain_settings
         return xcs, settings
+
+    def _parse(self, key: XcKey, obj: dict[str, Any]) -> ParsedXc | str:
+        """(spec, chain settings) of the object, or why it is malformed; once per version of it."""
+        cached = self._parsed.get(key)
+        if cached is not None and cached[0] is obj:
+            return cached[1]
+        result: ParsedXc | str
+        try:
+            result = xc_from_object(obj)
+        except (KeyError, ValueError, TypeError) as exc:
+            result = f"malformed spec: {exc!r}"
+        self._parsed[key] = (obj, result)
+        return result
 
     # -- status (agent loop thread) ---------------------------------------------------------
 
     def on_report(self, reason: str, report: ReconcileReport) -> None:
         with self._lock:
-            xcs = dict(self.index.xcs)
+            xcs = {key: (obj, self._parse(key, obj)) for key, obj in self.index.xcs.items()}
             views = list(self._views.values())
-            bad = dict(self._bad_xcs)
         replicas = [v.replica for v in views]
-        for key, obj in xcs.items():
-            status = self._node_status(key, obj, replicas, views, report, bad.get(key))
+        for key, (obj, parsed) in xcs.items():
+            status = self._node_status(obj, parsed, replicas, views, report)
             if self._written.get(key) == status:
                 continue
             body = {"status": {"nodes": {self.node_name: status | {"lastSyncTime": now_rfc3339()}}}}
@@ -192,18 +204,17 @@ class NodeAgent:
 
     def _node_status(
         self,
-        key: XcKey,
         obj: dict[str, Any],
-        replicas: list[Any],
+        parsed: ParsedXc | str,
+        replicas: list[NfReplica],
         views: list[PodView],
         report: ReconcileReport,
-        problem: str | None,
     ) -> dict[str, Any]:
         generation = (obj.get("metadata") or {}).get("generation")
         status: dict[str, Any] = {"observedGeneration": generation} if generation is not None else {}
-        if problem is not None:
-            return status | {"ready": False, "message": problem}
-        xc, _ = xc_from_object(obj)
+        if isinstance(parsed, str):
+            return status | {"ready": False, "message": parsed}
+        xc, _ = parsed
         errors = [e for e in report.errors if e.startswith(f"{xc.name}:")]
         for side in Side:
             ports = desired_ports(xc, side, replicas)

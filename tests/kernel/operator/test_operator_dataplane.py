@@ -13,7 +13,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +24,7 @@ import kubernetes
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "unit" / "operator"))  # the shared emulator
-from kube_emulator import EmulatorThread
+from kube_emulator import EmulatorThread, kube_fixture, wait_for  # noqa: F401  (the `kube` fixture)
 
 from flexsfc.dataplane.facade import Dataplane
 from flexsfc.local.cni import CniCall, cni_add, cni_del
@@ -50,16 +50,6 @@ NODE = "node-a"
 CLIENT_IP, SERVER_IP = "10.77.0.1", "10.77.0.2"
 UDP_PORT = 5000
 XC_RESOURCE = f"{API_GROUP}/{API_VERSION}/{PLURAL_CROSS_CONNECTION}"
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class InNetnsDataplane:
@@ -216,15 +206,6 @@ def deliveries(servers: dict[str, socket.socket], timeout: float = 1.0) -> dict[
 @pytest.fixture
 def node_ns(netns_factory: Any) -> str:
     return netns_factory("node")
-
-
-@pytest.fixture
-def kube() -> Iterator[EmulatorThread]:
-    emulator = EmulatorThread().start()
-    try:
-        yield emulator
-    finally:
-        emulator.stop()
 
 
 @pytest.fixture

@@ -9,16 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # kube_emulator, shared with tests/kernel/operator
 
-from kube_emulator import EmulatorThread
-
-
-@pytest.fixture
-def kube() -> Iterator[EmulatorThread]:
-    emulator = EmulatorThread().start()
-    try:
-        yield emulator
-    finally:
-        emulator.stop()
+from kube_emulator import EmulatorThread, kube_fixture  # noqa: F401  (registers the `kube` fixture)
 
 
 @pytest.fixture

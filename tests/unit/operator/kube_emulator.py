@@ -18,12 +18,14 @@ import asyncio
 import datetime
 import itertools
 import threading
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import aiohttp.web
 import kmock
+import pytest
 from kmock._internal import enums, rendering
 
 # (group/version/plural, kind, has status subresource, namespaced)
@@ -271,3 +273,24 @@ class EmulatorThread:
             for r in list(self.handler._requests)
             if r.resource == wanted and r.action == enums.action(action)
         ]
+
+
+@pytest.fixture(name="kube")
+def kube_fixture() -> Iterator[EmulatorThread]:
+    """A running emulator, stopped at teardown (the fixture of tests/unit and tests/kernel operator)."""
+    emulator = EmulatorThread().start()
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    """Poll until ``condition()`` is truthy and return its value; AssertionError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -7,14 +7,13 @@ validation). The controller, Kopf and the kubernetes client are the production c
 
 import copy
 import logging
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import kubernetes
 import pytest
-from kube_emulator import EmulatorThread
+from kube_emulator import EmulatorThread, wait_for
 
 from flexsfc.model import load_plan
 from flexsfc.model.constants import API_GROUP, API_VERSION, LABEL_CHAIN, PLURAL_CHAIN, PLURAL_CROSS_CONNECTION
@@ -27,16 +26,6 @@ from flexsfc.operator.runner import running_in_thread
 EXAMPLE = Path(__file__).parents[3] / "examples" / "transparent-firewall"
 NAMESPACE = "default"
 XC_RESOURCE = f"{API_GROUP}/{API_VERSION}/{PLURAL_CROSS_CONNECTION}"
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def example_objects() -> tuple[dict[str, Any], list[dict[str, Any]]]:
