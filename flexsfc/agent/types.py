@@ -4,10 +4,12 @@ Both front ends (the Kopf node-agent adapter and the local runtime) translate th
 these and call `flexsfc.agent.reconciler.Reconciler.reconcile(cross_connections, replicas)`.
 """
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
 from flexsfc.model.records import AttachmentRecord
+from flexsfc.model.types import CrossConnectionSpec, Side
 
 
 class ReplicaPhase(StrEnum):
@@ -28,3 +30,26 @@ class NfReplica:
 
     def interface(self, ifname: str) -> AttachmentRecord | None:
         return next((rec for rec in self.interfaces if rec.ifname == ifname), None)
+
+
+def side_ports(
+    xc: CrossConnectionSpec, side: Side, replicas: Iterable[NfReplica]
+) -> Iterator[tuple[NfReplica, AttachmentRecord]]:
+    """(replica, record) for every replica of the side's NF, in the xc's namespace, whose side
+    interface has a host port; whatever its phase (callers decide which phases count)."""
+    spec = xc.side(side)
+    for replica in replicas:
+        if replica.nf != spec.nf or replica.namespace != xc.namespace:
+            continue
+        record = replica.interface(spec.interface)
+        if record is not None and record.host_ifindex > 0:
+            yield replica, record
+
+
+def replicas_by_nf(replicas: Iterable[NfReplica]) -> dict[tuple[str, str], list[NfReplica]]:
+    """Replicas grouped by (namespace, nf), in their given order: built once per reconcile so each
+    side looks at its own NF's replicas instead of scanning all of them (O(xcs x replicas))."""
+    groups: dict[tuple[str, str], list[NfReplica]] = {}
+    for replica in replicas:
+        groups.setdefault((replica.namespace, replica.nf), []).append(replica)
+    return groups

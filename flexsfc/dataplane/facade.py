@@ -6,9 +6,11 @@ loaded with the requested session capacity, and pinned. One process at a time ma
 agent); readers may open the same pins concurrently.
 """
 
+import bisect
 import contextlib
 import ctypes
 import errno
+import heapq
 import ipaddress
 import logging
 import mmap
@@ -70,6 +72,54 @@ class _Port:
     state: int
     slot: int
     identity: str
+
+
+class _FreeIds:
+    """The free integers of [first, end): the smallest is taken first, as a linear scan would."""
+
+    def __init__(self, first: int, end: int, used: set[int]) -> None:
+        self._heap = [i for i in range(first, end) if i not in used]  # ascending: already a heap
+
+    def take(self) -> int | None:
+        return heapq.heappop(self._heap) if self._heap else None
+
+    def give(self, value: int) -> None:
+        heapq.heappush(self._heap, value)
+
+
+class _PoolGaps:
+    """Free regions [start, end) of the Maglev slot pool, sorted by start; first fit."""
+
+    def __init__(self, size: int, used: list[tuple[int, int]]) -> None:
+        self._gaps: list[tuple[int, int]] = []
+        start = 0
+        for begin, end in sorted(used):
+            if begin > start:
+                self._gaps.append((start, begin))
+            start = max(start, end)
+        if start < size:
+            self._gaps.append((start, size))
+
+    def take(self, length: int) -> int | None:
+        for i, (begin, end) in enumerate(self._gaps):
+            if end - begin >= length:
+                if end - begin == length:
+                    del self._gaps[i]
+                else:
+                    self._gaps[i] = (begin + length, end)
+                return begin
+        return None
+
+    def give(self, begin: int, length: int) -> None:
+        end = begin + length
+        i = bisect.bisect(self._gaps, (begin, end))
+        # Merge with the gap just before and just after, so first fit sees one region.
+        if i > 0 and self._gaps[i - 1][1] == begin:
+            i -= 1
+            begin = self._gaps.pop(i)[0]
+        if i < len(self._gaps) and self._gaps[i][0] == end:
+            end = self._gaps.pop(i)[1]
+        self._gaps.insert(i, (begin, end))
 
 
 class Dataplane:
@@ -155,6 +205,15 @@ class Dataplane:
                     "state was pinned by another flexsfc version; destroy it (Dataplane.destroy() or "
                     f"`rm -r {self.pin_dir}`, which interrupts forwarding) and start again"
                 )
+        for name, capacity in maps.MAP_CAPACITIES.items():
+            entries = libbpf.map_info(self._fds[name]).max_entries
+            if entries != capacity:
+                raise DataplaneError(
+                    f"pin_dir {self.pin_dir}: map {name} holds {entries} entries, this version expects "
+                    f"{capacity}: the state was pinned by another flexsfc version; destroy it "
+                    f"(Dataplane.destroy() or `rm -r {self.pin_dir}`, which interrupts forwarding) "
+                    "and start again"
+                )
 
     def _load_and_pin(self, session_capacity: tuple[int, int], seed: int) -> None:
         _ensure_bpffs(self.pin_dir)
@@ -210,10 +269,24 @@ class Dataplane:
         return self._fd(name)
 
     def refresh(self) -> None:
-        """Re-read cross-connections and ports from the maps (for a reader while another process
-        writes; the writer's own view is always current)."""
+        """Re-read cross-connections, ports and programmed neighbours from the maps (for a reader
+        while another process writes; the writer's own view is always current).
+
+        The in-memory indexes built here (ports and neighbours per (xc, side), free xc ids, port
+        slots and pool regions) are kept up to date by every write, so no call walks a whole map.
+        """
         self._xcs = self._read_xcs()
         self._ports = self._read_ports()
+        self._side_ports: dict[tuple[int, int], dict[int, _Port]] = {}
+        for port in self._ports.values():
+            self._side_ports.setdefault((port.xc, port.side), {})[port.ifindex] = port
+        self._neighbour_index = self._read_neighbours()
+        self._neighbour_count = sum(len(entries) for entries in self._neighbour_index.values())
+        self._free_xc_ids = _FreeIds(1, maps.MAX_XC, {xc.id for xc in self._xcs.values()})
+        self._free_slots = _FreeIds(0, maps.MAX_PORTS, {p.slot for p in self._ports.values()})
+        self._pool_gaps = _PoolGaps(
+            maps.POOL_SLOTS, [(xc.pool_base, xc.pool_base + 4 * xc.table_size) for xc in self._xcs.values()]
+        )
 
     def _read_xcs(self) -> dict[str, _Xc]:
         out = {}
@@ -234,6 +307,19 @@ class Dataplane:
                     key.value, info.xc, info.side, info.state, info.slot, identity.value.decode()
                 )
         return out
+
+    def _read_neighbours(self) -> dict[tuple[int, int], dict[bytes, bytes]]:
+        """Programmed neighbours per (xc, side): raw key -> raw value, one batched dump."""
+        out: dict[tuple[int, int], dict[bytes, bytes]] = {}
+        items = libbpf.map_dump_batch(
+            self._fd("neighbours"), maps.NeighKey, maps.NeighVal, maps.MAX_NEIGHBOURS
+        )
+        for key, value in items:
+            out.setdefault((key.xc, key.side), {})[bytes(key)] = bytes(value)
+        return out
+
+    def _ports_of_side(self, xc: int, side: int) -> dict[int, _Port]:
+        return self._side_ports.get((xc, side), {})
 
     # ---- configuration -------------------------------------------------------------------------------
 
@@ -283,31 +369,28 @@ class Dataplane:
                     f"{existing.table_size}; delete and recreate it to change the size"
                 )
             return existing.id
-        used_ids = {xc.id for xc in self._xcs.values()}
-        free_ids = [i for i in range(1, maps.MAX_XC) if i not in used_ids]
-        if not free_ids:
+        xc_id = self._free_xc_ids.take()
+        if xc_id is None:
             raise DataplaneError(f"too many cross-connections: at most {maps.MAX_XC - 1} per node")
-        xc = _Xc(name, free_ids[0], size, self._allocate_pool(4 * size))
-        for side in (0, 1):
-            self._publish(xc.id, side, xc.pool_base + 2 * side * size, 0)
-        rec = maps.XcRecord(id=xc.id, table_size=size, pool_base=xc.pool_base)
-        libbpf.map_update(self._fd("xc_registry"), key, rec)
+        pool_base = self._pool_gaps.take(4 * size)  # first fit
+        if pool_base is None:
+            self._free_xc_ids.give(xc_id)
+            raise DataplaneError(
+                f"Maglev slot pool full ({maps.POOL_SLOTS} slots): delete cross-connections or use "
+                "smaller tables"
+            )
+        xc = _Xc(name, xc_id, size, pool_base)
+        try:
+            for side in (0, 1):
+                self._publish(xc.id, side, xc.pool_base + 2 * side * size, 0)
+            rec = maps.XcRecord(id=xc.id, table_size=size, pool_base=xc.pool_base)
+            libbpf.map_update(self._fd("xc_registry"), key, rec)
+        except BaseException:
+            self._free_xc_ids.give(xc_id)
+            self._pool_gaps.give(pool_base, 4 * size)
+            raise
         self._xcs[name] = xc
         return xc.id
-
-    def _allocate_pool(self, length: int) -> int:
-        """First fit among the regions of the existing cross-connections."""
-        regions = sorted((xc.pool_base, xc.pool_base + 4 * xc.table_size) for xc in self._xcs.values())
-        start = 0
-        for begin, end in regions:
-            if begin - start >= length:
-                return start
-            start = max(start, end)
-        if maps.POOL_SLOTS - start >= length:
-            return start
-        raise DataplaneError(
-            f"Maglev slot pool full ({maps.POOL_SLOTS} slots): delete cross-connections or use smaller tables"
-        )
 
     def delete_xc(self, name: str) -> None:
         xc = self._xcs.get(name)
@@ -319,6 +402,8 @@ class Dataplane:
         self._delete_learned(xc.id)
         libbpf.map_delete(self._fd("xc_registry"), maps.encode_name(name, "cross-connection name"))
         del self._xcs[name]
+        self._free_xc_ids.give(xc.id)
+        self._pool_gaps.give(xc.pool_base, 4 * xc.table_size)
 
     def list_xcs(self) -> dict[str, int]:
         return {name: xc.id for name, xc in self._xcs.items()}
@@ -335,7 +420,7 @@ class Dataplane:
         rec = self._xc(xc)
         side_i = _SIDE[Side(side)]
         wanted = self._validate_replicas(rec, side_i, replicas)
-        current = {p.ifindex: p for p in self._ports.values() if p.xc == rec.id and p.side == side_i}
+        current = dict(self._ports_of_side(rec.id, side_i))
 
         added: list[int] = []
         try:
@@ -413,12 +498,20 @@ class Dataplane:
             raise DataplaneError(f"too many ports: at most {maps.MAX_PORTS} per node")
         return wanted
 
-    def _free_slot(self) -> int:
-        used = {p.slot for p in self._ports.values()}
-        return next(s for s in range(maps.MAX_PORTS) if s not in used)
-
     def _add_port(self, xc: int, side: int, replica: ReplicaPort) -> None:
-        slot = self._free_slot()
+        slot = self._free_slots.take()
+        if slot is None:  # validation counted the ports: only a broken invariant gets here
+            raise DataplaneError(f"too many ports: at most {maps.MAX_PORTS} per node")
+        try:
+            self._claim_port(xc, side, replica, slot)
+        except BaseException:
+            if replica.ifindex in self._ports:  # registered, the attach failed: undo it all
+                self._remove_port(replica.ifindex)
+            else:
+                self._free_slots.give(slot)
+            raise
+
+    def _claim_port(self, xc: int, side: int, replica: ReplicaPort, slot: int) -> None:
         key = maps.U32(replica.ifindex)
         libbpf.map_update(self._fd("port_identity"), key, maps.encode_name(replica.identity, "identity"))
         state = _STATE[replica.state]
@@ -430,9 +523,9 @@ class Dataplane:
         info = maps.PortInfo(xc=xc, slot=slot, side=side, state=state)
         # The port entry exists before the filter: its first packet is never an unknown port.
         self._write_port_info(replica.ifindex, info)
-        self._ports[replica.ifindex] = _Port(
-            replica.ifindex, xc, side, _STATE[replica.state], slot, replica.identity
-        )
+        port = _Port(replica.ifindex, xc, side, _STATE[replica.state], slot, replica.identity)
+        self._ports[replica.ifindex] = port
+        self._side_ports.setdefault((xc, side), {})[replica.ifindex] = port
         libbpf.tc_attach_ingress(replica.ifindex, self.prog_fd, TC_HANDLE, TC_PRIORITY)
 
     def _update_port(self, port: _Port, state: int, identity: str) -> None:
@@ -449,8 +542,13 @@ class Dataplane:
         libbpf.tc_detach_ingress(ifindex, TC_HANDLE, TC_PRIORITY)
         port = self._ports.pop(ifindex, None)
         if port is not None:
+            side_ports = self._side_ports.get((port.xc, port.side), {})
+            side_ports.pop(ifindex, None)
+            if not side_ports:
+                self._side_ports.pop((port.xc, port.side), None)
             # Clearing the slot is what makes sessions pointing at this port re-hash.
             libbpf.map_update(self._fd("port_slots"), maps.U32(port.slot), (maps.PortSlot * self._ncpu)())
+            self._free_slots.give(port.slot)
         self._write_port_info(ifindex, None)
         libbpf.map_delete(self._fd("port_identity"), maps.U32(ifindex))
 
@@ -495,7 +593,7 @@ class Dataplane:
     def replicas(self, xc: str, side: Side) -> list[ReplicaPort]:
         rec, side_i = self._xc(xc), _SIDE[Side(side)]
         states = {v: k for k, v in _STATE.items()}
-        ports = [p for p in self._ports.values() if p.xc == rec.id and p.side == side_i]
+        ports = self._ports_of_side(rec.id, side_i).values()
         return [
             ReplicaPort(p.ifindex, p.identity, states[p.state])
             for p in sorted(ports, key=lambda p: p.identity)
@@ -529,27 +627,53 @@ class Dataplane:
                 mac=(ctypes.c_uint8 * 6)(*maps.mac_bytes(neighbour.mac, f"neighbours[{i}].mac"))
             )
         fd = self._fd("neighbours")
-        for key in libbpf.map_keys(fd, maps.NeighKey):
-            if key.xc == rec.id and key.side == side_i and bytes(key) not in wanted:
-                libbpf.map_delete(fd, key)
+        programmed = self._neighbour_index.get((rec.id, side_i), {})
+        added = sum(1 for raw in wanted if raw not in programmed)
+        removed = sum(1 for raw in programmed if raw not in wanted)
+        if self._neighbour_count - removed + added > maps.MAX_NEIGHBOURS:
+            raise DataplaneError(
+                f"neighbours: {added} new addresses exceed the {maps.MAX_NEIGHBOURS} programmed "
+                "neighbours one node holds; remove addresses of other cross-connections first"
+            )
+        # The index mirrors the map after each syscall, so a failure half-way leaves it true.
+        for raw in [raw for raw in programmed if raw not in wanted]:
+            libbpf.map_delete(fd, maps.NeighKey.from_buffer_copy(raw))
+            del programmed[raw]
+            self._neighbour_count -= 1
         for raw, value in wanted.items():
-            libbpf.map_update(fd, maps.NeighKey.from_buffer_copy(raw), value)
+            if programmed.get(raw) != bytes(value):
+                libbpf.map_update(fd, maps.NeighKey.from_buffer_copy(raw), value)
+                self._neighbour_count += raw not in programmed
+                self._neighbour_index.setdefault((rec.id, side_i), programmed)[raw] = bytes(value)
+        if not programmed:
+            self._neighbour_index.pop((rec.id, side_i), None)
 
     def neighbours(self, xc: str, side: Side, *, learned: bool = False) -> list[Neighbour]:
+        """Programmed neighbours of (xc, side) from the index, or the learned ones from their map."""
         rec, side_i = self._xc(xc), _SIDE[Side(side)]
-        fd = self._fd("neighbours_learned" if learned else "neighbours")
+        if learned:
+            pairs = [
+                (bytes(key), bytes(value))
+                for key, value in self._dump_neighbours("neighbours_learned")
+                if key.xc == rec.id and key.side == side_i
+            ]
+        else:
+            pairs = list(self._neighbour_index.get((rec.id, side_i), {}).items())
         out = []
-        for key in libbpf.map_keys(fd, maps.NeighKey):
-            value = maps.NeighVal()
-            if key.xc == rec.id and key.side == side_i and libbpf.map_lookup(fd, key, value):
-                out.append(
-                    Neighbour(maps.addr_bytes(key.family, bytes(key.addr)), maps.mac_str(bytes(value.mac)))
-                )
+        for raw_key, raw_value in pairs:
+            key, value = maps.NeighKey.from_buffer_copy(raw_key), maps.NeighVal.from_buffer_copy(raw_value)
+            out.append(
+                Neighbour(maps.addr_bytes(key.family, bytes(key.addr)), maps.mac_str(bytes(value.mac)))
+            )
         return out
+
+    def _dump_neighbours(self, name: str) -> list[tuple[maps.NeighKey, maps.NeighVal]]:
+        fd = self._fd(name)
+        return libbpf.map_dump_batch(fd, maps.NeighKey, maps.NeighVal, libbpf.map_info(fd).max_entries)
 
     def _delete_learned(self, xc_id: int) -> None:
         fd = self._fd("neighbours_learned")
-        for key in libbpf.map_keys(fd, maps.NeighKey):
+        for key, _ in self._dump_neighbours("neighbours_learned"):
             if key.xc == xc_id:
                 libbpf.map_delete(fd, key)
 
@@ -647,6 +771,7 @@ class Dataplane:
         for ifindex in list(self._ports):
             libbpf.tc_detach_ingress(ifindex, TC_HANDLE, TC_PRIORITY)
         self._ports = {}
+        self._side_ports = {}
         self.close()
         for name in (maps.PROGRAM_NAME, *maps.MAP_NAMES):
             _unlink(self._pin_path(name))

@@ -7,8 +7,9 @@ import ctypes
 import ipaddress
 from enum import IntEnum
 
-MAX_XC = 256
+MAX_XC = 1024
 MAX_PORTS = 4096
+MAX_NEIGHBOURS = 8192
 PORT_INDEX_SIZE = 65536
 POOL_SLOTS = 1 << 22
 NAME_LEN = 256
@@ -202,6 +203,20 @@ MAP_LAYOUTS: dict[str, tuple[type, type]] = {
     "events": (U32, U64),
     "xc_registry": (Name, XcRecord),
     "port_identity": (U32, Name),
+}
+
+
+# max_entries fixed at build time that this code relies on (array sizes it indexes or mmaps,
+# capacities it checks against): checked against pinned maps on reopen like the layouts.
+MAP_CAPACITIES: dict[str, int] = {
+    "ports": MAX_PORTS,
+    "port_slots": MAX_PORTS,
+    "ports_by_index": PORT_INDEX_SIZE,
+    "maglev_tables": MAX_XC * 2,
+    "maglev_pool": POOL_SLOTS,
+    "neighbours": MAX_NEIGHBOURS,
+    "xc_registry": MAX_XC,
+    "port_identity": MAX_PORTS,
 }
 
 

@@ -18,8 +18,9 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
-#define MAX_XC 256         /* cross-connection ids 1..MAX_XC-1 */
+#define MAX_XC 1024        /* cross-connection ids 1..MAX_XC-1 */
 #define MAX_PORTS 4096     /* replica ports (host veths) across all cross-connections */
+#define MAX_NEIGHBOURS 8192 /* programmed neighbour addresses: 4 per (xc, side) */
 #define PORT_INDEX_SIZE 65536 /* ifindexes below this are found by array index, not hashing */
 #define POOL_SLOTS (1 << 22) /* Maglev slots shared by all tables (32 MiB) */
 #define MAX_IPV6_EXT 4     /* extension headers walked before giving up */
@@ -232,7 +233,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
+	__uint(max_entries, MAX_NEIGHBOURS);
 	__type(key, struct neigh_key);
 	__type(value, struct neigh_val);
 } neighbours SEC(".maps");

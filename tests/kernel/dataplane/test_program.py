@@ -323,6 +323,8 @@ def test_map_layouts_match_the_python_mirrors(dataplane: Dataplane) -> None:
     assert libbpf.map_info(dataplane.map_fd("sessions")).max_entries == dataplane.session_capacity == 65536
     assert dataplane.session_capacity_v6 == 16384
     assert libbpf.map_info(dataplane.map_fd("maglev_pool")).max_entries == maps.POOL_SLOTS
+    for name, capacity in maps.MAP_CAPACITIES.items():
+        assert libbpf.map_info(dataplane.map_fd(name)).max_entries == capacity, name
 
 
 def test_pins_of_an_incompatible_layout_are_refused(pin_dir: str, host) -> None:
