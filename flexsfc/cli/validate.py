@@ -46,7 +46,7 @@ def _print_issue(console: Console, issue: Issue) -> None:
 
 def _print_plan(console: Console, plan: Plan) -> None:
     chains = Table(title="Service function chains")
-    for column in ("namespace", "chain", "network functions", "maglev table", "session timeout"):
+    for column in ("namespace", "chain", "network functions", "maglev table"):
         chains.add_column(column)
     for chain in plan.chains:
         chains.add_row(
@@ -55,7 +55,6 @@ def _print_plan(console: Console, plan: Plan) -> None:
                 chain.name,
                 " - ".join(nf.name for nf in chain.network_functions),
                 str(chain.settings.maglev_table_size),
-                f"{chain.settings.session_timeout_seconds} s",
             )
         )
     console.print(chains)

@@ -10,7 +10,6 @@ from flexsfc.model.constants import (
     ALLOWED_MAGLEV_TABLE_SIZES,
     API_GROUP_VERSION,
     DEFAULT_MAGLEV_TABLE_SIZE,
-    DEFAULT_SESSION_TIMEOUT_SECONDS,
     KIND_CHAIN,
 )
 from flexsfc.model.errors import Issue, IssueCollector
@@ -91,7 +90,7 @@ def _settings(raw: Any, report: IssueCollector) -> ChainSettings:
     if not isinstance(raw, dict):
         report.error("spec.settings", "must be a mapping", "write settings as key: value pairs or omit it")
         return ChainSettings()
-    known = {"maglevTableSize", "sessionTimeoutSeconds"}
+    known = {"maglevTableSize"}
     for key in raw:
         if key not in known:
             report.error(f"spec.settings.{key}", "unknown setting", f"use one of {sorted(known)}")
@@ -103,15 +102,7 @@ def _settings(raw: Any, report: IssueCollector) -> ChainSettings:
             f"use one of {list(ALLOWED_MAGLEV_TABLE_SIZES)}; at least 100 x the largest replica count",
         )
         size = DEFAULT_MAGLEV_TABLE_SIZE
-    timeout = raw.get("sessionTimeoutSeconds", DEFAULT_SESSION_TIMEOUT_SECONDS)
-    if not _is_int(timeout) or timeout <= 0:
-        report.error(
-            "spec.settings.sessionTimeoutSeconds",
-            f"{timeout!r} is not a positive integer",
-            f"use a number of seconds > 0 (default {DEFAULT_SESSION_TIMEOUT_SECONDS})",
-        )
-        timeout = DEFAULT_SESSION_TIMEOUT_SECONDS
-    return ChainSettings(maglev_table_size=size, session_timeout_seconds=timeout)
+    return ChainSettings(maglev_table_size=size)
 
 
 def _is_int(value: Any) -> bool:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from flexsfc.model.constants import DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_SESSION_TIMEOUT_SECONDS
+from flexsfc.model.constants import DEFAULT_MAGLEV_TABLE_SIZE
 from flexsfc.model.errors import Issue
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -38,7 +38,6 @@ class NetworkFunctionSpec:
 @dataclass(frozen=True)
 class ChainSettings:
     maglev_table_size: int = DEFAULT_MAGLEV_TABLE_SIZE
-    session_timeout_seconds: int = DEFAULT_SESSION_TIMEOUT_SECONDS
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,6 @@ def _side_dict(side: XcSide) -> dict[str, Any]:
 def settings_dict(settings: ChainSettings) -> dict[str, Any]:
     return {
         "maglevTableSize": settings.maglev_table_size,
-        "sessionTimeoutSeconds": settings.session_timeout_seconds,
     }
 
 
@@ -89,9 +88,6 @@ def xc_from_object(obj: dict[str, Any]) -> tuple[CrossConnectionSpec, ChainSetti
     defaults = ChainSettings()
     settings = ChainSettings(
         maglev_table_size=int(raw_settings.get("maglevTableSize", defaults.maglev_table_size)),
-        session_timeout_seconds=int(
-            raw_settings.get("sessionTimeoutSeconds", defaults.session_timeout_seconds)
-        ),
     )
     xc = CrossConnectionSpec(
         name=meta["name"],

@@ -17,7 +17,6 @@ from flexsfc.model.constants import (
     API_GROUP,
     API_VERSION,
     DEFAULT_MAGLEV_TABLE_SIZE,
-    DEFAULT_SESSION_TIMEOUT_SECONDS,
     KIND_CHAIN,
     KIND_CROSS_CONNECTION,
     MAX_IFNAME_LEN,
@@ -75,13 +74,6 @@ def _settings_schema() -> dict[str, Any]:
                 "description": "Slots per Maglev table: a prime, at least 100 x the largest replica count.",
                 "enum": list(ALLOWED_MAGLEV_TABLE_SIZES),
                 "default": DEFAULT_MAGLEV_TABLE_SIZE,
-            },
-            "sessionTimeoutSeconds": {
-                "type": "integer",
-                "description": "Idle time after which a session may be forgotten.",
-                "minimum": 1,
-                "maximum": 86400,
-                "default": DEFAULT_SESSION_TIMEOUT_SECONDS,
             },
         },
     }

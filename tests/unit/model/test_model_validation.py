@@ -226,7 +226,6 @@ def test_all_errors_reported_at_once(errors_of: Errors) -> None:
     ("settings", "path"),
     [
         ({"maglevTableSize": 1000}, "spec.settings.maglevTableSize"),
-        ({"sessionTimeoutSeconds": 0}, "spec.settings.sessionTimeoutSeconds"),
         ({"sessionTimeout": 5}, "spec.settings.sessionTimeout"),
     ],
 )
