@@ -263,31 +263,27 @@ class HorizontalAutoscaler:
         return current - added + removed
 
     def _scale_up_limit(self, now: float, current: int) -> int:
-        rules = self.spec.scale_up
-        if rules.select_policy is SelectPolicy.DISABLED or not rules.policies:
-            return current
-        proposals = []
-        for policy in rules.policies:
-            start = self._period_start(now, current, policy.period_seconds)
-            if policy.type is PolicyType.PODS:
-                proposals.append(start + policy.value)
-            else:
-                proposals.append(math.ceil(start * (1 + policy.value / 100)))
-        return max(proposals) if rules.select_policy is SelectPolicy.MAX else min(proposals)
+        return self._policy_limit(now, current, self.spec.scale_up, up=True)
 
     def _scale_down_limit(self, now: float, current: int) -> int:
-        rules = self.spec.scale_down
+        return self._policy_limit(now, current, self.spec.scale_down, up=False)
+
+    def _policy_limit(self, now: float, current: int, rules: ScalingRules, *, up: bool) -> int:
+        """The furthest the rate policies let replicas move from `current` in one direction."""
         if rules.select_policy is SelectPolicy.DISABLED or not rules.policies:
             return current
         proposals = []
         for policy in rules.policies:
             start = self._period_start(now, current, policy.period_seconds)
             if policy.type is PolicyType.PODS:
-                proposals.append(start - policy.value)
+                proposals.append(start + policy.value if up else start - policy.value)
+            elif up:
+                proposals.append(math.ceil(start * (1 + policy.value / 100)))
             else:
-                proposals.append(int(start * (1 - policy.value / 100)))
-        # "Max" = the policy allowing the biggest change, i.e. the lowest floor.
-        return min(proposals) if rules.select_policy is SelectPolicy.MAX else max(proposals)
+                proposals.append(int(start * (1 - policy.value / 100)))  # Kubernetes truncates here
+        # "Max" selects the policy allowing the biggest change: the highest ceiling or the lowest floor.
+        biggest, smallest = (max, min) if up else (min, max)
+        return biggest(proposals) if rules.select_policy is SelectPolicy.MAX else smallest(proposals)
 
     def _record(self, now: float, decision: Decision) -> Decision:
         """Remember a scale event so the rate policies see it in their periods."""
