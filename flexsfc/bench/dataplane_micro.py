@@ -22,13 +22,16 @@ from typing import Any
 
 import numpy as np
 
-from flexsfc.dataplane import frames, libbpf
+from flexsfc.bench import progstats
+from flexsfc.dataplane import frames, libbpf, maps, tcfilter
 from flexsfc.dataplane.api import Neighbour, ReplicaPort
 from flexsfc.dataplane.facade import TC_HANDLE, TC_PRIORITY, Dataplane
 from flexsfc.dataplane.maglev import build_table
 from flexsfc.model.constants import DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_PIN_DIR
 from flexsfc.model.types import Side
 from flexsfc.util.netns import in_netns
+
+TC_ACT_SHOT = 2
 
 TARGETS = {
     "session_hit_ns_test_run": 60,
@@ -154,39 +157,90 @@ def _new_sessions(dp: Dataplane, ifindex: int, rng: random.Random, count: int = 
     return statistics.mean(durations)
 
 
-# ---- per-packet cost in the live path (kernel.bpf_stats_enabled) -----------------------------------------
+# ---- per-packet cost in the live path (bpf_stats) ------------------------------------------------------
 
 
-def _prog_run_stats(prog_fd: int) -> tuple[int, int]:
-    shown = subprocess.run(
-        ["bpftool", "prog", "show", "id", str(libbpf.prog_id(prog_fd)), "--json"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    info = json.loads(shown.stdout)
-    return int(info.get("run_time_ns", 0)), int(info.get("run_cnt", 0))
+def _prog_counters(prog_fd: int) -> progstats.ProgCounters:
+    return progstats.counters([libbpf.prog_id(prog_fd)])
 
 
-@contextlib.contextmanager
-def _bpf_stats() -> Iterator[None]:
-    path = "/proc/sys/kernel/bpf_stats_enabled"
-    with open(path) as f:
-        before = f.read().strip()
-    with open(path, "w") as f:
-        f.write("1")
-    try:
-        yield
-    finally:
-        with open(path, "w") as f:
-            f.write(before)
+class _PacedSender:
+    """64 UDP flows sent one packet at a time from Python: the CPU runs the interpreter between two
+    packets, so the program finds its maps' cache lines cold (sparse traffic)."""
+
+    def __init__(self, client_ns: str, server_ns: str, flows: int) -> None:
+        with in_netns(server_ns):
+            self.sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.sink.bind(("0.0.0.0", LIVE_UDP_PORT))
+            self.sink.settimeout(0.2)
+        with in_netns(client_ns):
+            self.senders = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(flows)]
+        self.stop = threading.Event()
+        self.drainer = threading.Thread(target=self._drain, daemon=True)
+        self.drainer.start()
+
+    def _drain(self) -> None:
+        while not self.stop.is_set():
+            with contextlib.suppress(OSError):
+                self.sink.recv(2048)
+
+    def run(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        payload = bytes(18)
+        while time.monotonic() < deadline:
+            for sock in self.senders:
+                with contextlib.suppress(BlockingIOError, ConnectionRefusedError):
+                    sock.sendto(payload, (LIVE_SERVER_IP, LIVE_UDP_PORT))
+
+    def close(self) -> None:
+        self.stop.set()
+        self.drainer.join(timeout=2)
+        self.sink.close()
+        for sock in self.senders:
+            sock.close()
+
+
+class _LineRateSender:
+    """Unthrottled 64 B UDP from parallel iperf3 streams (C senders keeping one CPU busy): the loaded
+    data plane, where per-packet cost matters."""
+
+    def __init__(self, client_ns: str, server_ns: str, streams: int) -> None:
+        self.client_ns, self.streams = client_ns, streams
+        self.server = subprocess.Popen(
+            ["ip", "netns", "exec", server_ns, "iperf3", "-s", "-p", str(LIVE_IPERF_PORT)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(0.3)  # let it bind
+
+    def run(self, seconds: float) -> None:
+        argv = ["iperf3", "-c", LIVE_SERVER_IP, "-p", str(LIVE_IPERF_PORT), "-u", "-b", "0"]
+        argv += ["-l", "64", "-P", str(self.streams), "-t", str(seconds)]
+        subprocess.run(
+            ["ip", "netns", "exec", self.client_ns, *argv],
+            capture_output=True,
+            timeout=seconds + 15,
+            check=True,
+        )
+
+    def close(self) -> None:
+        self.server.kill()
+        self.server.wait()
+
+
+LIVE_SERVER_IP = "10.8.0.2"
+LIVE_UDP_PORT = 9000
+LIVE_IPERF_PORT = 5299
 
 
 def live_path_cost(seconds: float = 2.0, flows: int = 64, rounds: int = 3) -> dict[str, Any]:
-    """Program run time per packet on real UDP traffic (client netns -> xc -> server netns).
+    """Program run time per packet on real UDP traffic (client netns -> xc -> server netns), from the
+    kernel's bpf_stats (run_time_ns / run_cnt).
 
-    Interleaved with a bare `bpf_redirect_peer(server)` program attached in its place on the client
-    port (same traffic, same stats overhead): the difference is what the cross-connection adds.
+    Two traffic sources: line rate (parallel iperf3 streams, 64 B) and paced (Python, 64 flows, caches
+    cold between packets). Each round attaches in turn, on the client port: a bare
+    `bpf_redirect_peer(server)` program, the cross-connection, and (paced only: it breaks iperf3's
+    control connection) an empty program, whose run time is what bpf_stats itself adds per run.
     """
     client_mac, server_mac = "02:c1:00:00:00:01", "02:5e:00:00:00:01"
     with (
@@ -198,72 +252,72 @@ def live_path_cost(seconds: float = 2.0, flows: int = 64, rounds: int = 3) -> di
     ):
         client = _veth(client_ns, "eth1", client_mac)
         server = _veth(server_ns, "eth1", server_mac)
-        for ns, cidr in ((client_ns, "10.8.0.1/24"), (server_ns, "10.8.0.2/24")):
+        for ns, cidr in ((client_ns, "10.8.0.1/24"), (server_ns, f"{LIVE_SERVER_IP}/24")):
             subprocess.run(["ip", "-n", ns, "addr", "add", cidr, "dev", "eth1"], check=True)
             subprocess.run(["ip", "-n", ns, "link", "set", "eth1", "up"], check=True)
         dp.ensure_xc("live")
         dp.set_replicas("live", Side.A, [ReplicaPort(client, "client")])
         dp.set_replicas("live", Side.B, [ReplicaPort(server, "server")])
         dp.set_neighbours("live", Side.A, [Neighbour("10.8.0.1", client_mac)])
-        dp.set_neighbours("live", Side.B, [Neighbour("10.8.0.2", server_mac)])
-        with in_netns(server_ns):
-            sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            sink.bind(("0.0.0.0", 9000))
-        with in_netns(client_ns):
-            senders = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(flows)]
-        # Prime ARP (answered by the cross-connection) and the sessions before measuring.
-        for sock in senders:
-            sock.sendto(b"x", ("10.8.0.2", 9000))
-        time.sleep(0.2)
-        stop = threading.Event()
-
-        def drain() -> None:
-            sink.settimeout(0.2)
-            while not stop.is_set():
-                with contextlib.suppress(OSError):
-                    sink.recv(2048)
-
-        def measure(prog_fd: int) -> float | None:
-            libbpf.tc_attach_ingress(client, prog_fd, TC_HANDLE, TC_PRIORITY)
-            t0, c0 = _prog_run_stats(prog_fd)
-            deadline = time.monotonic() + seconds
-            payload = bytes(18)
-            while time.monotonic() < deadline:
-                for sock in senders:
-                    with contextlib.suppress(BlockingIOError, ConnectionRefusedError):
-                        sock.sendto(payload, ("10.8.0.2", 9000))
-            t1, c1 = _prog_run_stats(prog_fd)
-            return (t1 - t0) / (c1 - c0) if c1 > c0 else None
-
-        drainer = threading.Thread(target=drain, daemon=True)
-        drainer.start()
-        ours: list[float] = []
-        bare: list[float] = []
-        reference_fd = libbpf.load_redirect_program(server, peer=True)
-        try:
-            with _bpf_stats():
-                for _ in range(rounds):
-                    for prog_fd, out in ((reference_fd, bare), (dp.prog_fd, ours)):
-                        value = measure(prog_fd)
-                        if value is not None:
-                            out.append(value)
-        finally:
-            libbpf.tc_attach_ingress(client, dp.prog_fd, TC_HANDLE, TC_PRIORITY)
-            os.close(reference_fd)
-            stop.set()
-            drainer.join(timeout=2)
-            sink.close()
-            for sock in senders:
-                sock.close()
-        extra = [o - b for o, b in zip(ours, bare, strict=False)]
-        return {
-            "unit": "ns per packet (run_time_ns / run_cnt with kernel.bpf_stats_enabled=1)",
-            "flows": flows,
-            "xconnect": _stats(ours) if ours else None,
-            "bare_redirect_peer": _stats(bare) if bare else None,
-            "xconnect_minus_bare": _stats(extra) if extra else None,
-            "target_ns": TARGETS["live_path_ns"],
+        dp.set_neighbours("live", Side.B, [Neighbour(LIVE_SERVER_IP, server_mac)])
+        tag = maps.filter_tag(dp._ports[client].slot, maps.MODE_PEER)
+        references = {
+            "bare_redirect_peer": libbpf.load_redirect_program(server, peer=True),
+            "empty": libbpf.load_constant_program(TC_ACT_SHOT),
         }
+        sources: dict[str, Any] = {}
+        try:
+            sources["line_rate"] = _LineRateSender(client_ns, server_ns, streams=8)
+            sources["paced"] = _PacedSender(client_ns, server_ns, flows)
+            sources["paced"].run(0.2)  # ARP (answered by the cross-connection) and the sessions
+
+            def measure(prog_fd: int, source: Any) -> float | None:
+                tcfilter.attach_ingress(
+                    client, prog_fd, handle=TC_HANDLE, priority=TC_PRIORITY, tag=tag, name=maps.PROGRAM_NAME
+                )
+                before = _prog_counters(prog_fd)
+                source.run(seconds)
+                return (_prog_counters(prog_fd) - before).ns_per_run
+
+            results: dict[str, dict[str, list[float]]] = {name: {} for name in sources}
+            with progstats.stats_enabled():
+                for round_ in range(rounds + 1):  # round 0 warms up and is not recorded
+                    for name, source in sources.items():
+                        programs = {
+                            "xconnect": dp.prog_fd,
+                            "bare_redirect_peer": references["bare_redirect_peer"],
+                        }
+                        if name == "paced":
+                            programs["empty"] = references["empty"]
+                        for label, fd in programs.items():
+                            value = measure(fd, source)
+                            if value is not None and round_ > 0:
+                                results[name].setdefault(label, []).append(value)
+        finally:
+            tcfilter.attach_ingress(
+                client, dp.prog_fd, handle=TC_HANDLE, priority=TC_PRIORITY, tag=tag, name=maps.PROGRAM_NAME
+            )
+            for fd in references.values():
+                os.close(fd)
+            for source in sources.values():
+                source.close()
+
+        out: dict[str, Any] = {
+            "unit": "ns per packet (run_time_ns / run_cnt, bpf_stats)",
+            "target_ns": TARGETS["live_path_ns"],
+            "flows_paced": flows,
+            "iperf3_streams_line_rate": 8,
+        }
+        for name, series in results.items():
+            section = {label: _stats(values) for label, values in series.items()}
+            ours, bare = series.get("xconnect", []), series.get("bare_redirect_peer", [])
+            if ours and bare:
+                section["xconnect_minus_bare"] = _stats([o - b for o, b in zip(ours, bare, strict=False)])
+            if ours and series.get("empty"):
+                floor = series["empty"]
+                section["xconnect_minus_empty"] = _stats([o - e for o, e in zip(ours, floor, strict=False)])
+            out[name] = section
+        return out
 
 
 # ---- control-plane costs ----------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 A CNI plugin is a fresh process per call, so start-up is part of every pod's creation. pyroute2's
 ``IPRoute`` pulls in asyncio and its whole RTNL machinery (80-140 ms to import here); its message
 classes (``ifinfmsg``, ``ifaddrmsg``, ``rtmsg``) cost ~25 ms and do all the encoding and decoding.
-The few request/acknowledge exchanges we make are a socket ``send``/``recv`` around them.
+The few request/acknowledge exchanges we make go through :class:`flexsfc.util.rtnl.RtnlSocket`.
 
 One :class:`Netlink` per namespace: a netlink socket stays bound to the namespace it was created in,
 so the pod-side socket is created under ``setns`` on this thread (no helper process).
@@ -12,23 +12,12 @@ so the pod-side socket is created under ``setns`` on this thread (no helper proc
 import contextlib
 import errno
 import ipaddress
-import itertools
 import os
 import socket
-import struct
 from dataclasses import dataclass
 from typing import Any
 
-from pyroute2.netlink import (
-    NLM_F_ACK,
-    NLM_F_CREATE,
-    NLM_F_DUMP,
-    NLM_F_EXCL,
-    NLM_F_REQUEST,
-    NLMSG_DONE,
-    NLMSG_ERROR,
-    nlmsgerr,
-)
+from pyroute2.netlink import NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL
 from pyroute2.netlink.rtnl import (
     RTM_DELLINK,
     RTM_GETADDR,
@@ -43,6 +32,8 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from flexsfc.util.netns import in_netns
+from flexsfc.util.rtnl import RtnlError as LinkError
+from flexsfc.util.rtnl import RtnlSocket
 
 IFF_UP = 0x1
 IFA_F_NODAD = 0x2
@@ -51,17 +42,7 @@ RTPROT_STATIC = 4
 RT_SCOPE_UNIVERSE = 0
 RT_SCOPE_LINK = 253
 RTN_UNICAST = 1
-NETLINK_EXT_ACK = 11
-SOL_NETLINK = 270
-_HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port id
-_RECV_BUFFER = 1 << 16
 _GONE = (errno.ENODEV, errno.ENOENT)
-
-
-class LinkError(Exception):
-    def __init__(self, errno_code: int, message: str) -> None:
-        super().__init__(message)
-        self.errno = errno_code
 
 
 @dataclass(frozen=True)
@@ -81,61 +62,10 @@ class RouteInfo:
     gateway: str | None
 
 
-class Netlink:
-    """An rtnetlink socket bound to one network namespace (the caller's when ``netns`` is None)."""
+class Netlink(RtnlSocket):
+    """The link, address and route requests of the plugin on an rtnetlink socket of one namespace."""
 
-    def __init__(self, netns: str | None = None) -> None:
-        if netns is None:
-            self._sock = self._open()
-        else:
-            with in_netns(netns):
-                self._sock = self._open()
-        self._sequence = itertools.count(1)
-
-    @staticmethod
-    def _open() -> socket.socket:
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
-        sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)  # the kernel then says *why* it refused
-        sock.bind((0, 0))
-        return sock
-
-    def close(self) -> None:
-        self._sock.close()
-
-    def __enter__(self) -> "Netlink":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # -- transport ------------------------------------------------------------------------------
-
-    def _request(self, what: str, msg: Any, msg_type: int, flags: int = 0) -> list[Any]:
-        """Send one request; return the decoded replies (dump or get), raise LinkError on a NACK."""
-        sequence = next(self._sequence)
-        msg["header"]["type"] = msg_type
-        msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK | flags
-        msg["header"]["sequence_number"] = sequence
-        msg.encode()
-        self._sock.send(msg.data)
-        replies = []
-        while True:
-            data = self._sock.recv(_RECV_BUFFER)
-            offset = 0
-            while offset + _HEADER.size <= len(data):
-                length, kind, _flags, seq, _port = _HEADER.unpack_from(data, offset)
-                if length < _HEADER.size:
-                    break
-                if seq == sequence:
-                    if kind == NLMSG_DONE:
-                        return replies
-                    if kind == NLMSG_ERROR:
-                        _raise_for_error(what, data[offset : offset + length])
-                        return replies  # error 0: the acknowledgement
-                    reply = type(msg)(data[offset : offset + length])
-                    reply.decode()
-                    replies.append(reply)
-                offset += (length + 3) & ~3
+    _request = RtnlSocket.request
 
     # -- links ----------------------------------------------------------------------------------
 
@@ -250,20 +180,6 @@ class Netlink:
                 dst = r.get_attr("RTA_DST") or ("0.0.0.0" if family == socket.AF_INET else "::")
                 found.append(RouteInfo(f"{dst}/{r['dst_len']}", r.get_attr("RTA_GATEWAY")))
         return found
-
-
-def _raise_for_error(what: str, data: bytes) -> None:
-    error = nlmsgerr(data)
-    error.decode()
-    code = -error["error"]
-    if code == 0:
-        return
-    reason = os.strerror(code)
-    try:
-        detail = error.get_attr("NLMSGERR_ATTR_MSG")
-    except Exception:  # extended-ack attributes are a bonus; never hide the errno behind them
-        detail = None
-    raise LinkError(code, f"{what}: {reason}" + (f" ({detail})" if detail else ""))
 
 
 def _link_info(msg: Any) -> LinkInfo:

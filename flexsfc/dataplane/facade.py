@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from flexsfc.dataplane import libbpf, maps
+from flexsfc.dataplane import libbpf, maps, tcfilter
 from flexsfc.dataplane.api import (
     Neighbour,
     PortStats,
@@ -164,6 +164,18 @@ class Dataplane:
             self._pool = np.frombuffer(self._mmap("maglev_pool", maps.POOL_SLOTS * 8), dtype=np.uint64)
             self._tables = self._mmap("maglev_tables", maps.MAX_XC * 2 * 8)
             self._ncpu = libbpf.possible_cpus()
+            slots = maps.MAX_PORTS * self._ncpu
+            # [cpu][slot]: column `slot` holds every CPU's copy of one port slot.
+            self._slots = np.frombuffer(
+                self._mmap("port_slots", slots * maps.PORT_SLOT_DTYPE.itemsize),
+                dtype=maps.PORT_SLOT_DTYPE,
+                count=slots,
+            ).reshape(self._ncpu, maps.MAX_PORTS)
+            entries = maps.FLOW_CACHE_SIZE * self._ncpu
+            # Only the cache entries' xc ids are read here (to forget a deleted cross-connection).
+            self._flow_cache = np.frombuffer(
+                self._mmap("flow_cache", entries * ctypes.sizeof(maps.FlowCacheEntry)), dtype=np.uint32
+            ).reshape(entries, ctypes.sizeof(maps.FlowCacheEntry) // 4)
             self.refresh()
             # None keeps what is pinned (PEER on a fresh load): a reader never flips the mode.
             if redirect_mode is not None:
@@ -205,7 +217,7 @@ class Dataplane:
                     "state was pinned by another flexsfc version; destroy it (Dataplane.destroy() or "
                     f"`rm -r {self.pin_dir}`, which interrupts forwarding) and start again"
                 )
-        for name, capacity in maps.MAP_CAPACITIES.items():
+        for name, capacity in maps.map_capacities(libbpf.possible_cpus()).items():
             entries = libbpf.map_info(self._fds[name]).max_entries
             if entries != capacity:
                 raise DataplaneError(
@@ -234,6 +246,8 @@ class Dataplane:
         try:
             obj.set_max_entries("sessions", session_capacity[0])
             obj.set_max_entries("sessions6", session_capacity[1])
+            obj.set_max_entries("port_slots", maps.MAX_PORTS * libbpf.possible_cpus())
+            obj.set_max_entries("flow_cache", maps.FLOW_CACHE_SIZE * libbpf.possible_cpus())
             obj.load()
             for name in maps.MAP_NAMES:
                 libbpf.obj_pin(obj.map_fd(name), self._pin_path(name))
@@ -338,9 +352,15 @@ class Dataplane:
         return next(mode for mode, value in _MODE.items() if value == current)
 
     def set_redirect_mode(self, mode: RedirectMode) -> None:
+        """Switch every port: the mode lives in each filter's tag, so each filter is replaced."""
         cfg = self._config()
-        cfg.redirect_mode = _MODE[RedirectMode(mode)]
+        wanted = _MODE[RedirectMode(mode)]
+        if cfg.redirect_mode == wanted:
+            return
+        cfg.redirect_mode = wanted
         libbpf.map_update(self._fd("config"), maps.U32(0), cfg)
+        for port in self._ports.values():
+            self._attach(port)
 
     @property
     def session_capacity(self) -> int:
@@ -400,6 +420,9 @@ class Dataplane:
             self.set_replicas(name, side, [])
             self.set_neighbours(name, side, [])
         self._delete_learned(xc.id)
+        # Its cached sessions would only ever fail their liveness check, unless the id and the very
+        # same ports came back: forget them (the xc id is the entry's first word).
+        self._flow_cache[self._flow_cache[:, 0] == xc.id] = 0
         libbpf.map_delete(self._fd("xc_registry"), maps.encode_name(name, "cross-connection name"))
         del self._xcs[name]
         self._free_xc_ids.give(xc.id)
@@ -515,18 +538,24 @@ class Dataplane:
         key = maps.U32(replica.ifindex)
         libbpf.map_update(self._fd("port_identity"), key, maps.encode_name(replica.identity, "identity"))
         state = _STATE[replica.state]
-        # Every CPU's copy names the occupant; counters start at zero.
-        occupant = (maps.PortSlot * self._ncpu)(
-            *[maps.PortSlot(ifindex=replica.ifindex, xc=xc, side=side, state=state)] * self._ncpu
-        )
-        libbpf.map_update(self._fd("port_slots"), maps.U32(slot), occupant)
+        self._write_slot(slot, replica.ifindex, xc, side, state)
         info = maps.PortInfo(xc=xc, slot=slot, side=side, state=state)
         # The port entry exists before the filter: its first packet is never an unknown port.
         self._write_port_info(replica.ifindex, info)
         port = _Port(replica.ifindex, xc, side, _STATE[replica.state], slot, replica.identity)
         self._ports[replica.ifindex] = port
         self._side_ports.setdefault((xc, side), {})[replica.ifindex] = port
-        libbpf.tc_attach_ingress(replica.ifindex, self.prog_fd, TC_HANDLE, TC_PRIORITY)
+        self._attach(port)
+
+    def _attach(self, port: _Port) -> None:
+        tcfilter.attach_ingress(
+            port.ifindex,
+            self.prog_fd,
+            handle=TC_HANDLE,
+            priority=TC_PRIORITY,
+            tag=maps.filter_tag(port.slot, self._config().redirect_mode),
+            name=maps.PROGRAM_NAME,
+        )
 
     def _update_port(self, port: _Port, state: int, identity: str) -> None:
         key = maps.U32(port.ifindex)
@@ -547,10 +576,25 @@ class Dataplane:
             if not side_ports:
                 self._side_ports.pop((port.xc, port.side), None)
             # Clearing the slot is what makes sessions pointing at this port re-hash.
-            libbpf.map_update(self._fd("port_slots"), maps.U32(port.slot), (maps.PortSlot * self._ncpu)())
+            self._clear_slot(port.slot)
             self._free_slots.give(port.slot)
         self._write_port_info(ifindex, None)
         libbpf.map_delete(self._fd("port_identity"), maps.U32(ifindex))
+
+    def _write_slot(self, slot: int, ifindex: int, xc: int, side: int, state: int) -> None:
+        """Every CPU's copy names the occupant; counters start at zero. The ifindex goes last: the
+        program checks it first, so it never pairs the new ifindex with the old xc or side."""
+        column = self._slots[:, slot]
+        for counter, _ in maps.PortCounters._fields_:
+            column[counter] = 0
+        column["xc"], column["side"], column["state"] = xc, side, state
+        column["ifindex"] = ifindex
+
+    def _clear_slot(self, slot: int) -> None:
+        """The ifindex goes first: from then on no packet matches the slot (its sessions re-hash)."""
+        column = self._slots[:, slot]
+        column["ifindex"] = 0
+        column["xc"], column["side"], column["state"] = 0, 0, 0
 
     def _write_port_info(self, ifindex: int, info: maps.PortInfo | None) -> None:
         """`ports` (the record) and, for small ifindexes, `ports_by_index` (the program's fast path)."""
@@ -682,9 +726,8 @@ class Dataplane:
     def port_stats(self) -> dict[int, PortStats]:
         out = {}
         for port in self._ports.values():
-            per_cpu = (maps.PortSlot * self._ncpu)()
-            libbpf.map_lookup(self._fd("port_slots"), maps.U32(port.slot), per_cpu)
-            sums = [sum(getattr(c.counters, f) for c in per_cpu) for f, _ in maps.PortCounters._fields_]
+            column = self._slots[:, port.slot]
+            sums = [int(column[counter].sum()) for counter, _ in maps.PortCounters._fields_]
             out[port.ifindex] = PortStats(port.ifindex, *sums)
         return out
 

@@ -7,11 +7,15 @@ import ctypes
 import ipaddress
 from enum import IntEnum
 
+import numpy as np
+
 MAX_XC = 1024
 MAX_PORTS = 4096
 MAX_NEIGHBOURS = 8192
 PORT_INDEX_SIZE = 65536
 POOL_SLOTS = 1 << 22
+FLOW_CACHE_SIZE = 4096  # entries per CPU
+FLOW_CACHE_REFRESH = 64  # every n-th hit of an entry goes through the session table
 NAME_LEN = 256
 
 FAMILY_ARP = 0
@@ -21,6 +25,9 @@ FAMILY_V6 = 6
 SIDE_INDEX = {"A": 0, "B": 1}
 MODE_PEER = 0
 MODE_REDIRECT = 1
+# Filter tag (classid) layout, as the program reads it from skb->tc_classid.
+TAG_SLOT_MASK = 0x1FFF
+TAG_PLAIN_REDIRECT = 0x8000
 PORT_ACTIVE = 0
 PORT_DRAINING = 1
 
@@ -34,6 +41,7 @@ MAP_NAMES = (
     "maglev_pool",
     "sessions",
     "sessions6",
+    "flow_cache",
     "frags",
     "neighbours",
     "neighbours_learned",
@@ -43,6 +51,12 @@ MAP_NAMES = (
     "port_identity",
 )
 PROGRAM_NAME = "xconnect"
+
+
+def filter_tag(slot: int, redirect_mode: int) -> int:
+    """The classid of a port's filter: its slot + 1 (0 means untagged) and the redirect mode."""
+    assert slot + 1 <= TAG_SLOT_MASK
+    return (slot + 1) | (TAG_PLAIN_REDIRECT if redirect_mode == MODE_REDIRECT else 0)
 
 
 class DropReason(IntEnum):
@@ -123,7 +137,10 @@ class PortRef(ctypes.Structure):
 
 
 class PortSlot(ctypes.Structure):
-    """One CPU's copy of a `port_slots` entry: the occupant (same on every CPU) and its counters."""
+    """One CPU's copy of a `port_slots` entry: the occupant (same on every CPU) and its counters.
+
+    `port_slots` is a plain mmapable array laid out [cpu][slot]: see :data:`PORT_SLOT_DTYPE`.
+    """
 
     _fields_ = [
         ("ifindex", ctypes.c_uint32),
@@ -136,8 +153,22 @@ class PortSlot(ctypes.Structure):
     ]
 
 
+PORT_SLOT_DTYPE = np.dtype(
+    {
+        "names": ["ifindex", "xc", "side", "state", *(name for name, _ in PortCounters._fields_)],
+        "formats": ["<u4", "<u4", "u1", "u1", *["<u8"] * len(PortCounters._fields_)],
+        "offsets": [0, 4, 8, 9, *(16 + 8 * i for i in range(len(PortCounters._fields_)))],
+        "itemsize": 56,
+    }
+)
+
+
 class Session(ctypes.Structure):
     _fields_ = [("side", PortRef * 2)]
+
+
+class FlowCacheEntry(ctypes.Structure):
+    _fields_ = [("key", FlowKey), ("session", Session), ("hits", ctypes.c_uint32)]
 
 
 def pool_entry(ifindex: int, slot: int) -> int:
@@ -196,6 +227,7 @@ MAP_LAYOUTS: dict[str, tuple[type, type]] = {
     "maglev_pool": (U32, PortRef),
     "sessions": (FlowKey4, Session),
     "sessions6": (FlowKey, Session),
+    "flow_cache": (U32, FlowCacheEntry),
     "frags": (FragKey, PortRef),
     "neighbours": (NeighKey, NeighVal),
     "neighbours_learned": (NeighKey, NeighVal),
@@ -208,9 +240,13 @@ MAP_LAYOUTS: dict[str, tuple[type, type]] = {
 
 # max_entries fixed at build time that this code relies on (array sizes it indexes or mmaps,
 # capacities it checks against): checked against pinned maps on reopen like the layouts.
+def map_capacities(ncpu: int) -> dict[str, int]:
+    """MAP_CAPACITIES plus the arrays laid out [cpu][entry]."""
+    return {**MAP_CAPACITIES, "port_slots": MAX_PORTS * ncpu, "flow_cache": FLOW_CACHE_SIZE * ncpu}
+
+
 MAP_CAPACITIES: dict[str, int] = {
     "ports": MAX_PORTS,
-    "port_slots": MAX_PORTS,
     "ports_by_index": PORT_INDEX_SIZE,
     "maglev_tables": MAX_XC * 2,
     "maglev_pool": POOL_SLOTS,

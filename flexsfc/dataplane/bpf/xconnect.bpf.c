@@ -25,6 +25,12 @@
 #define POOL_SLOTS (1 << 22) /* Maglev slots shared by all tables (32 MiB) */
 #define MAX_IPV6_EXT 4     /* extension headers walked before giving up */
 
+/* Filter tag (the low 16 bits of the cls_bpf classid, all the kernel passes on): port slot + 1 in
+ * the low bits (0 = untagged), the top bit asks for bpf_redirect instead of bpf_redirect_peer. */
+#define TAG_SLOT_MASK 0x1fff
+#define TAG_PLAIN_REDIRECT 0x8000
+_Static_assert(MAX_PORTS < TAG_SLOT_MASK, "every port slot + 1 must fit in the tag");
+
 #define SIDE_A 0
 #define SIDE_B 1
 #define MODE_PEER 0
@@ -115,6 +121,15 @@ struct flow_key4 {
 	__u16 port_hi;
 };
 
+/* The ingress port of the packet being handled (from the filter's tag or the port maps). */
+struct ingress {
+	__u32 xc;
+	__u32 slot;
+	__u8 side;
+	__u8 mode; /* MODE_PEER or MODE_REDIRECT */
+	__u16 pad;
+};
+
 /* A replica port as the data path refers to it: host ifindex and its slot (counters, liveness). */
 struct port_ref {
 	__u32 ifindex;
@@ -183,8 +198,12 @@ struct {
 	__type(value, struct port_info);
 } ports_by_index SEC(".maps");
 
+/* Per-CPU copies of every slot in a plain array, [cpu][slot] (the loader sets max_entries to
+ * MAX_PORTS x possible CPUs): one load reaches a port's occupant and this CPU's counters, where a
+ * per-CPU array first loads the per-CPU pointer (two dependent cache misses in the live path). */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, MAX_PORTS);
 	__type(key, __u32);
 	__type(value, struct port_slot);
@@ -444,19 +463,27 @@ static __always_inline void set_endpoints(struct flow_key *k, const __u32 *a, __
 	k->port_hi = a_first ? pb : pa;
 }
 
-static __always_inline int redirect_to(__u32 ifindex, const struct config *cfg)
+static __always_inline int redirect_to(__u32 ifindex, __u8 mode)
 {
-	if (cfg->redirect_mode == MODE_REDIRECT)
+	if (mode == MODE_REDIRECT)
 		return bpf_redirect(ifindex, 0);
 	return bpf_redirect_peer(ifindex, 0);
 }
 
 /* A reference is live while its slot still holds that port in (xc, side), active or draining.
  * Removed ports (slot cleared or reused) fail, so their sessions re-hash. An array lookup: cheap. */
+/* This CPU's copy of a port slot. */
+static __always_inline struct port_slot *port_slot(__u32 slot)
+{
+	if (slot >= MAX_PORTS)
+		return 0;
+	__u32 index = bpf_get_smp_processor_id() * MAX_PORTS + slot;
+	return bpf_map_lookup_elem(&port_slots, &index);
+}
+
 static __always_inline struct port_slot *ref_live(const struct port_ref *ref, __u32 xc, __u8 side)
 {
-	__u32 slot = ref->slot;
-	struct port_slot *p = bpf_map_lookup_elem(&port_slots, &slot);
+	struct port_slot *p = port_slot(ref->slot);
 	if (p && ref->ifindex && p->ifindex == ref->ifindex && p->xc == xc && p->side == side)
 		return p;
 	return 0;
@@ -503,10 +530,13 @@ static __always_inline void set_pair(struct session *s, __u8 src_side, const str
 	}
 }
 
+#define CHOSEN_NEW 1    /* a session created or re-hashed now */
+#define CHOSEN_SESSION 2 /* an established session */
+
 /* Chooses the destination port of a flow: session first, else Maglev (and remembers the choice).
- * Returns 1 with *out set, or 0 with *reason set. */
+ * Returns CHOSEN_* with *out set, or 0 with *reason set. */
 static __always_inline int choose_target(void *table, const void *session_key, const struct flow_key *key,
-					 __u8 src_side, const struct port_ref *ingress, const struct config *cfg,
+					 __u8 src_side, const struct port_ref *ingress,
 					 __u32 len, __u32 *reason, struct port_ref *out)
 {
 	__u8 dst_side = src_side ^ 1;
@@ -522,11 +552,18 @@ static __always_inline int choose_target(void *table, const void *session_key, c
 				*here = *ingress;
 			*out = *there;
 			count_to(dst, len, 0);
-			return 1;
+			return CHOSEN_SESSION;
 		}
 		/* else its replica is gone: re-hash lazily, now. */
 	}
 
+	/* A miss: only now is the configuration (the seed) needed. */
+	__u32 zero = 0;
+	struct config *cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg) {
+		*reason = DROP_MALFORMED;
+		return 0;
+	}
 	struct port_slot *picked = maglev_pick(key->xc, dst_side, flow_hash(key, cfg->seed), out);
 	if (!picked) {
 		*reason = DROP_NO_REPLICA;
@@ -536,7 +573,7 @@ static __always_inline int choose_target(void *table, const void *session_key, c
 		set_pair(s, src_side, ingress, out);
 		count_event(EV_SESSION_REHASHED);
 		count_to(picked, len, 1);
-		return 1;
+		return CHOSEN_NEW;
 	}
 	struct session fresh = {};
 	set_pair(&fresh, src_side, ingress, out);
@@ -549,14 +586,14 @@ static __always_inline int choose_target(void *table, const void *session_key, c
 			if (dst) {
 				*out = *there;
 				count_to(dst, len, 0);
-				return 1;
+				return CHOSEN_NEW;
 			}
 		}
 	} else {
 		count_event(EV_SESSION_CREATED);
 	}
 	count_to(picked, len, 1);
-	return 1;
+	return CHOSEN_NEW;
 }
 
 static __always_inline struct neigh_val *find_neighbour(__u32 xc, __u8 side, __u8 family, const __u32 *addr,
@@ -599,19 +636,88 @@ static __always_inline void learn_neighbour(__u32 xc, __u8 side, __u8 family, co
 	count_event(EV_NEIGH_LEARNED);
 }
 
+/* Flow cache: a small direct-mapped copy of recently used sessions per CPU, in front of the session
+ * tables (an exact-match cache, as in Open vSwitch). A hit costs one cache line and no kernel hash
+ * table walk; it is used only when the packet comes from the port the session has on this side and
+ * the other side's port is still live, so re-hashing, draining and removal behave exactly as with the
+ * session table alone. Every FLOW_CACHE_REFRESH-th hit of an entry goes through the session table
+ * anyway, which keeps that table's LRU order true. Sessions enter on their second packet: one-packet
+ * conversations never displace anything. */
+#define FLOW_CACHE_SIZE 4096    /* entries per CPU, a power of two */
+#define FLOW_CACHE_REFRESH 64   /* a power of two */
+
+struct flow_cache_entry {
+	struct flow_key key;
+	struct session session;
+	__u32 hits;
+};
+_Static_assert(sizeof(struct flow_cache_entry) == 64, "one cache line per entry");
+
+/* [cpu][entry]: the loader sets max_entries to FLOW_CACHE_SIZE x possible CPUs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, FLOW_CACHE_SIZE);
+	__type(key, __u32);
+	__type(value, struct flow_cache_entry);
+} flow_cache SEC(".maps");
+
+static __always_inline struct flow_cache_entry *flow_cache_entry(const struct flow_key *k)
+{
+	/* Not the seeded flow hash: only this CPU's cache placement depends on it. */
+	__u32 h = (k->xc ^ k->addr_lo[0] ^ k->addr_lo[3]) * 0x9e3779b1;
+	h = (h ^ k->addr_hi[0] ^ k->addr_hi[3]) * 0x85ebca77;
+	h = (h ^ (((__u32)k->port_lo << 16) | k->port_hi) ^ k->proto) * 0xc2b2ae3d;
+	h ^= h >> 16;
+	__u32 index = bpf_get_smp_processor_id() * FLOW_CACHE_SIZE + (h & (FLOW_CACHE_SIZE - 1));
+	return bpf_map_lookup_elem(&flow_cache, &index);
+}
+
+static __always_inline int same_flow(const struct flow_key *a, const struct flow_key *b)
+{
+	const __u32 *x = (const __u32 *)a, *y = (const __u32 *)b;
+	__u32 diff = 0;
+#pragma unroll
+	for (int i = 0; i < sizeof(struct flow_key) / 4; i++)
+		diff |= x[i] ^ y[i];
+	return diff == 0;
+}
+
+/* The destination of a cached session, when the entry may be used for this packet. */
+static __always_inline struct port_slot *flow_cache_hit(struct flow_cache_entry *e, const struct flow_key *key,
+							 __u8 src_side, const struct port_ref *ingress)
+{
+	if (!same_flow(&e->key, key))
+		return 0;
+	if ((++e->hits & (FLOW_CACHE_REFRESH - 1)) == 0)
+		return 0;
+	struct port_ref *here = &e->session.side[src_side & 1];
+	if (here->ifindex != ingress->ifindex || here->slot != ingress->slot)
+		return 0;
+	return ref_live(&e->session.side[(src_side ^ 1) & 1], key->xc, src_side ^ 1);
+}
+
 /* One shared copy of the session logic for every path (IPv4, IPv6, ARP, ND, first fragments): a
  * subprogram keeps the JIT image small (~11 KB instead of ~36 KB with everything inlined) and each
  * call chain within the 512-byte combined stack, for a call's few ns. IPv4 and ARP sessions use the
  * short key. When `first_fragment` is set, the choice is remembered for the fragments that follow. */
-static __noinline int forward(struct __sk_buff *skb, struct flow_key *key, const struct port_info *in,
-			      const struct config *cfg, struct frag_key *first_fragment)
+static __noinline int forward(struct __sk_buff *skb, struct flow_key *key, const struct ingress *in,
+			      struct frag_key *first_fragment)
 {
 	__u32 reason = DROP_NO_REPLICA;
 	struct port_ref ingress = {.ifindex = skb->ifindex, .slot = in->slot};
 	struct port_ref target;
 	int found;
+	struct flow_cache_entry *cached = first_fragment ? 0 : flow_cache_entry(key);
+	if (cached) {
+		struct port_slot *dst = flow_cache_hit(cached, key, in->side, &ingress);
+		if (dst) {
+			count_to(dst, skb->len, 0);
+			return redirect_to(cached->session.side[(in->side ^ 1) & 1].ifindex, in->mode);
+		}
+	}
 	if (key->family == FAMILY_V6) {
-		found = choose_target(&sessions6, key, key, in->side, &ingress, cfg, skb->len, &reason, &target);
+		found = choose_target(&sessions6, key, key, in->side, &ingress, skb->len, &reason, &target);
 	} else {
 		struct flow_key4 key4 = {
 			.xc = key->xc,
@@ -622,16 +728,28 @@ static __noinline int forward(struct __sk_buff *skb, struct flow_key *key, const
 			.port_lo = key->port_lo,
 			.port_hi = key->port_hi,
 		};
-		found = choose_target(&sessions, &key4, key, in->side, &ingress, cfg, skb->len, &reason, &target);
+		found = choose_target(&sessions, &key4, key, in->side, &ingress, skb->len, &reason, &target);
+	}
+	if (cached) {
+		/* The entry follows the session table: refreshed, re-hashed or moved, it takes the table's
+		 * answer; one that has no answer any more is forgotten. */
+		int mine = same_flow(&cached->key, key);
+		if (found == CHOSEN_SESSION || (found && mine)) {
+			cached->key = *key;
+			set_pair(&cached->session, in->side, &ingress, &target);
+			cached->hits = 0;
+		} else if (mine) {
+			cached->key.xc = 0;
+		}
 	}
 	if (!found)
 		return drop(reason);
 	if (first_fragment)
 		bpf_map_update_elem(&frags, first_fragment, &target, BPF_ANY);
-	return redirect_to(target.ifindex, cfg);
+	return redirect_to(target.ifindex, in->mode);
 }
 
-static __noinline int handle_arp(struct __sk_buff *skb, const struct port_info *in, const struct config *cfg)
+static __noinline int handle_arp(struct __sk_buff *skb, const struct ingress *in)
 {
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
@@ -675,7 +793,7 @@ static __noinline int handle_arp(struct __sk_buff *skb, const struct port_info *
 	/* Learned fallback: the conversation (sender, target) goes to one replica like a flow. */
 	struct flow_key key = {.xc = in->xc, .family = FAMILY_ARP};
 	set_endpoints(&key, &spa, 0, &tpa, 0, 1);
-	return forward(skb, &key, in, cfg, 0);
+	return forward(skb, &key, in, 0);
 }
 
 /* Answers a neighbour solicitation for the other side's address with a neighbour advertisement,
@@ -735,7 +853,7 @@ static __noinline int answer_ns(struct __sk_buff *skb, const __u32 *requester, c
 /* Neighbour solicitation or advertisement right after the IPv6 header (ND never uses extension
  * headers). Returns a verdict when answered (or malformed), else ND_NOT_ANSWERED with `key` set for
  * forwarding: kept out of the forward() call chain to fit the 512-byte combined stack. */
-static __noinline int handle_nd(struct __sk_buff *skb, const struct port_info *in, struct flow_key *key)
+static __noinline int handle_nd(struct __sk_buff *skb, const struct ingress *in, struct flow_key *key)
 {
 	void *end = (void *)(long)skb->data_end;
 	struct ipv6_hdr *ip6 = (void *)(long)skb->data + sizeof(struct eth_hdr);
@@ -785,7 +903,7 @@ static __always_inline int has_ports(__u8 proto)
  * id}; a later fragment (no L4 header) goes where its first fragment went. `id_first` packs the
  * fragment id (network order) above the first-fragment bit. A subprogram: rare, and it keeps the
  * fragment key off the hot path's stack. */
-static __noinline int handle_fragment(struct __sk_buff *skb, const struct port_info *in, const struct config *cfg,
+static __noinline int handle_fragment(struct __sk_buff *skb, const struct ingress *in,
 				      struct flow_key *key, __u64 id_first)
 {
 	void *data = (void *)(long)skb->data;
@@ -808,7 +926,7 @@ static __noinline int handle_fragment(struct __sk_buff *skb, const struct port_i
 		__builtin_memcpy(fk.dst, ip6->daddr, 16);
 	}
 	if (id_first & 1)
-		return forward(skb, key, in, cfg, &fk);
+		return forward(skb, key, in, &fk);
 
 	struct port_ref *seen = bpf_map_lookup_elem(&frags, &fk);
 	if (!seen)
@@ -819,11 +937,11 @@ static __noinline int handle_fragment(struct __sk_buff *skb, const struct port_i
 		return drop(DROP_FRAG_UNKNOWN);
 	count_to(dst, skb->len, 0);
 	count_event(EV_FRAG_FOLLOWED);
-	return redirect_to(target.ifindex, cfg);
+	return redirect_to(target.ifindex, in->mode);
 }
 
 /* Inlined into the entry point: IPv4 is the hot path, one call (forward) is enough. */
-static __always_inline int handle_ipv4(struct __sk_buff *skb, const struct port_info *in, const struct config *cfg)
+static __always_inline int handle_ipv4(struct __sk_buff *skb, const struct ingress *in)
 {
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
@@ -851,12 +969,12 @@ static __always_inline int handle_ipv4(struct __sk_buff *skb, const struct port_
 	}
 	set_endpoints(&key, &saddr, sport, &daddr, dport, 1);
 	if (!fragmented)
-		return forward(skb, &key, in, cfg, 0);
+		return forward(skb, &key, in, 0);
 
-	return handle_fragment(skb, in, cfg, &key, (__u64)ip->id << 1 | first);
+	return handle_fragment(skb, in, &key, (__u64)ip->id << 1 | first);
 }
 
-static __noinline int handle_ipv6(struct __sk_buff *skb, const struct port_info *in, const struct config *cfg)
+static __noinline int handle_ipv6(struct __sk_buff *skb, const struct ingress *in)
 {
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
@@ -910,43 +1028,61 @@ static __noinline int handle_ipv6(struct __sk_buff *skb, const struct port_info 
 		struct nd_msg *nd = cur;
 		if ((void *)(nd + 1) <= end && (nd->type == ICMPV6_NS || nd->type == ICMPV6_NA)) {
 			int verdict = handle_nd(skb, in, &key);
-			return verdict == ND_NOT_ANSWERED ? forward(skb, &key, in, cfg, 0) : verdict;
+			return verdict == ND_NOT_ANSWERED ? forward(skb, &key, in, 0) : verdict;
 		}
 	}
 
 	set_endpoints(&key, ip6->saddr, sport, ip6->daddr, dport, 4);
 	if (!fragmented)
-		return forward(skb, &key, in, cfg, 0);
+		return forward(skb, &key, in, 0);
 
-	return handle_fragment(skb, in, cfg, &key, (__u64)frag_id << 1 | first);
+	return handle_fragment(skb, in, &key, (__u64)frag_id << 1 | first);
+}
+
+/* The ingress port of an untagged filter (BPF_PROG_TEST_RUN cannot set a classid; a filter attached
+ * by an older agent has none): its ifindex through the port maps, the mode from the configuration. */
+static __always_inline int untagged_ingress(__u32 ifindex, struct ingress *in)
+{
+	struct port_info *info;
+	if (ifindex < PORT_INDEX_SIZE) {
+		info = bpf_map_lookup_elem(&ports_by_index, &ifindex);
+		if (info && info->xc == 0)
+			info = 0;
+	} else {
+		info = bpf_map_lookup_elem(&ports, &ifindex);
+	}
+	__u32 zero = 0;
+	struct config *cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!info || !cfg)
+		return 0;
+	in->slot = info->slot;
+	in->mode = cfg->redirect_mode == MODE_REDIRECT ? MODE_REDIRECT : MODE_PEER;
+	return 1;
 }
 
 SEC("tc")
 int xconnect(struct __sk_buff *skb)
 {
 	__u32 ifindex = skb->ifindex;
-	struct port_info *in;
-	if (ifindex < PORT_INDEX_SIZE) {
-		in = bpf_map_lookup_elem(&ports_by_index, &ifindex);
-		if (in && in->xc == 0)
-			in = 0;
-	} else {
-		in = bpf_map_lookup_elem(&ports, &ifindex);
-	}
-	if (!in)
+	/* cls_bpf hands the filter's classid minor to the program: the control plane tags every filter
+	 * with its port (see TAG_*), so the hot path needs no port lookup and no configuration. */
+	__u32 tag = skb->tc_classid;
+	struct ingress in = {};
+
+	if (tag & TAG_SLOT_MASK) {
+		in.slot = (tag & TAG_SLOT_MASK) - 1;
+		in.mode = tag & TAG_PLAIN_REDIRECT ? MODE_REDIRECT : MODE_PEER;
+	} else if (!untagged_ingress(ifindex, &in)) {
 		return drop(DROP_UNKNOWN_PORT);
-
-	__u32 slot = in->slot;
-	struct port_slot *self = bpf_map_lookup_elem(&port_slots, &slot);
-	if (self) {
-		self->counters.from_packets += 1;
-		self->counters.from_bytes += skb->len;
 	}
-
-	__u32 zero = 0;
-	struct config *cfg = bpf_map_lookup_elem(&config, &zero);
-	if (!cfg)
-		return drop(DROP_MALFORMED);
+	struct port_slot *self = port_slot(in.slot);
+	/* The slot must hold this very interface: a stale tag or entry never forwards. */
+	if (!self || self->ifindex != ifindex || self->xc == 0)
+		return drop(DROP_UNKNOWN_PORT);
+	in.xc = self->xc;
+	in.side = self->side;
+	self->counters.from_packets += 1;
+	self->counters.from_bytes += skb->len;
 
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
@@ -956,11 +1092,11 @@ int xconnect(struct __sk_buff *skb)
 
 	switch (eth->proto) {
 	case bpf_htons(ETH_P_IP):
-		return handle_ipv4(skb, in, cfg);
+		return handle_ipv4(skb, &in);
 	case bpf_htons(ETH_P_IPV6):
-		return handle_ipv6(skb, in, cfg);
+		return handle_ipv6(skb, &in);
 	case bpf_htons(ETH_P_ARP):
-		return handle_arp(skb, in, cfg);
+		return handle_arp(skb, &in);
 	default:
 		return drop(DROP_NOT_IP);
 	}

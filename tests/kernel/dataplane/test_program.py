@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from flexsfc.dataplane import frames, libbpf, progtest
+from flexsfc.dataplane import frames, libbpf, maps, progtest
 from flexsfc.dataplane.api import Neighbour, RedirectMode, ReplicaPort, ReplicaState
 from flexsfc.dataplane.facade import Dataplane
 from flexsfc.model.types import Side
@@ -95,6 +95,35 @@ def test_flow_moved_upstream_is_followed_on_the_return_path(xc: Xc) -> None:
     target = _target(xc.dp, forward, xc.a[0])
     assert _target(xc.dp, forward, xc.a[1]) == target  # same session, new side-A replica
     assert _target(xc.dp, reverse, target) == xc.a[1]
+
+
+def test_the_flow_cache_follows_the_session_table(xc: Xc) -> None:
+    """A session evicted from its table (deleted here, as LRU pressure would) is chosen again from
+    the Maglev table at the entry's next refresh at the latest; meanwhile the cached pair is still a
+    live port of the right side, and afterwards both directions follow the new session. Pinned to
+    one CPU: the cache is per CPU (test runs execute on the caller's CPU)."""
+    affinity = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(affinity)})
+    try:
+        _check_cache_follows_table(xc)
+    finally:
+        os.sched_setaffinity(0, affinity)
+
+
+def _check_cache_follows_table(xc: Xc) -> None:
+    forward, reverse = _flow(9)
+    first = _target(xc.dp, forward, xc.a[0])
+    assert _target(xc.dp, forward, xc.a[0]) == first  # the second packet caches the session
+    xc.dp.set_replicas(xc.name, Side.B, xc.replicas_b({first: ReplicaState.DRAINING}))
+    for key, _ in xc.dp._session_items(10):
+        assert libbpf.map_delete(xc.dp.map_fd("sessions"), key)
+    targets = [_target(xc.dp, forward, xc.a[0]) for _ in range(maps.FLOW_CACHE_REFRESH + 1)]
+    switch = targets.index(next(t for t in targets if t != first))
+    assert switch == maps.FLOW_CACHE_REFRESH - 1  # served from the cache until its refresh
+    assert set(targets[:switch]) == {first} and len(set(targets[switch:])) == 1
+    [entry] = xc.dp.sessions(xc.name)
+    assert entry.ifindex_b == targets[-1] != first
+    assert _target(xc.dp, reverse, targets[-1]) == xc.a[0]
 
 
 def test_new_flows_spread_over_the_replicas(xc: Xc) -> None:

@@ -3,18 +3,22 @@ its own network namespace, the host-side veths in a private host namespace. ARP 
 cross-connection from its neighbour map, so the endpoints need no other configuration.
 """
 
+import ipaddress
 import os
+import socket
 import subprocess
 import sys
 import textwrap
 from collections import Counter
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 from dp_traffic import Background, ReplicaServer, UdpFlows, configure, family_of, resolve, tcp_flows
 
+from flexsfc.dataplane import maps, tcfilter
 from flexsfc.dataplane.api import Neighbour, RedirectMode, ReplicaPort, ReplicaState
-from flexsfc.dataplane.facade import Dataplane
+from flexsfc.dataplane.facade import TC_HANDLE, TC_PRIORITY, Dataplane
 from flexsfc.model.types import Side
 
 pytestmark = pytest.mark.root
@@ -224,3 +228,100 @@ def test_second_process_reopens_pins_without_losing_packets(chain: Chain, host, 
         assert {f: flows.replica_of(f) for f in ids} == placed
     finally:
         flows.close()
+
+
+# ---- the live path's shortcuts: filters tagged with their port (classid) and the flow cache ---------
+# BPF_PROG_TEST_RUN cannot set a classid, so the program tests exercise the untagged fallback; these
+# cover the tagged path.
+
+
+def _tag(ifindex: int) -> int | None:
+    return tcfilter.ingress_tag(ifindex, handle=TC_HANDLE, priority=TC_PRIORITY)
+
+
+def _slot(chain: Chain, ifindex: int) -> int:
+    return chain.dp._ports[ifindex].slot
+
+
+def _cached_flows(chain: Chain, xc: int) -> np.ndarray:
+    """Flow-cache entries (as words) holding a session of cross-connection `xc`."""
+    cache = chain.dp._flow_cache
+    return cache[cache[:, 0] == xc]
+
+
+def test_every_filter_carries_its_port_slot_and_the_redirect_mode(chain: Chain) -> None:
+    ports = [chain.client_port, *chain.server_ports.values()]
+    assert {_tag(p) for p in ports} == {maps.filter_tag(_slot(chain, p), maps.MODE_PEER) for p in ports}
+    assert all(_tag(p) == _slot(chain, p) + 1 for p in ports)
+
+    chain.dp.set_redirect_mode(RedirectMode.REDIRECT)
+    assert all(_tag(p) == (_slot(chain, p) + 1) | maps.TAG_PLAIN_REDIRECT for p in ports)
+    flows = UdpFlows(chain.client_ns, SERVER_IP)
+    try:
+        ids = flows.open(50, "plain")
+        assert flows.round(ids) == 0
+    finally:
+        flows.close()
+    chain.dp.set_redirect_mode(RedirectMode.PEER)
+    assert all(_tag(p) == _slot(chain, p) + 1 for p in ports)
+
+
+def test_a_filter_tagged_with_another_port_forwards_nothing(chain: Chain) -> None:
+    server_port = next(iter(chain.server_ports.values()))
+    wrong = maps.filter_tag(_slot(chain, server_port), maps.MODE_PEER)
+    tcfilter.attach_ingress(
+        chain.client_port,
+        chain.dp.prog_fd,
+        handle=TC_HANDLE,
+        priority=TC_PRIORITY,
+        tag=wrong,
+        name="xconnect",
+    )
+    before = chain.dp.drop_stats()["unknown_port"]
+    received_before = sum(s.to_port_packets for s in chain.dp.port_stats().values())
+    flows = UdpFlows(chain.client_ns, SERVER_IP)
+    try:
+        ids = flows.open(20, "stale")
+        assert flows.round(ids, timeout=0.5) == 20
+    finally:
+        flows.close()
+    assert chain.dp.drop_stats()["unknown_port"] - before >= 20
+    assert sum(s.to_port_packets for s in chain.dp.port_stats().values()) == received_before
+
+
+def test_established_flows_are_served_from_the_flow_cache_and_forgotten_with_their_xc(chain: Chain) -> None:
+    flows = UdpFlows(chain.client_ns, SERVER_IP)
+    try:
+        ids = flows.open(100, "cached")
+        for _ in range(4):
+            assert flows.round(ids) == 0
+        assert all(len(flows.replicas[f]) == 1 for f in ids)
+    finally:
+        flows.close()
+    xc = chain.dp.list_xcs()[XC]
+    entries = [maps.FlowCacheEntry.from_buffer_copy(e.tobytes()) for e in _cached_flows(chain, xc)]
+    assert entries
+    # Each cached pair is its session's pair in the session table.
+    sessions = {
+        (e.addr_lo, e.port_lo, e.addr_hi, e.port_hi): (e.ifindex_a, e.ifindex_b)
+        for e in chain.dp.sessions(XC)
+        if e.proto == socket.IPPROTO_UDP
+    }
+    udp = [entry for entry in entries if entry.key.proto == socket.IPPROTO_UDP]
+    assert udp
+    for entry in udp:
+        key = entry.key
+        tuple_ = (
+            str(ipaddress.IPv4Address(bytes(key.addr_lo[:4]))),
+            socket.ntohs(key.port_lo),
+            str(ipaddress.IPv4Address(bytes(key.addr_hi[:4]))),
+            socket.ntohs(key.port_hi),
+        )
+        side = entry.session.side
+        assert sessions[tuple_] == (side[0].ifindex, side[1].ifindex)
+
+    chain.dp.delete_xc(XC)
+    assert len(_cached_flows(chain, xc)) == 0
+    assert chain.dp.list_xcs() == {}
+    chain.dp.ensure_xc(XC)  # the fixture's teardown expects it
+    assert chain.dp.replicas(XC, Side.B) == []
