@@ -62,6 +62,29 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def source_info() -> dict[str, Any]:
+    """Which code produced the numbers: the git commit of the checkout and whether it had changes."""
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "modified": None}
+    return {"commit": commit, "modified": bool(status.strip())}
+
+
 def _first_line(cmd: list[str]) -> str:
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=5)
@@ -109,6 +132,7 @@ def section_result(ctx: BenchContext, section: str, data: dict[str, Any], starte
         "finished": now_iso(),
         "duration_s": round(time.monotonic() - started, 2),
         "machine": machine_info(),
+        "source": source_info(),
         "data": data,
     }
 

@@ -14,7 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flexsfc.bench.common import BenchContext, SectionSkipped, machine_info, now_iso, read_json, write_json
+from flexsfc.bench.common import (
+    BenchContext,
+    SectionSkipped,
+    machine_info,
+    now_iso,
+    read_json,
+    source_info,
+    write_json,
+)
 
 
 @dataclass(frozen=True)
@@ -104,6 +112,7 @@ def run(ctx: BenchContext, only: tuple[str, ...] = ()) -> dict[str, Any]:
         "finished": now_iso(),
         "duration_s": round(time.monotonic() - started, 2),
         "machine": machine_info(),
+        "source": source_info(),
         "sections": sections,
     }
     write_json(index_path, index)

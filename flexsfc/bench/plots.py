@@ -53,6 +53,7 @@ def plot_traffic(result: dict[str, Any], out_dir: Path) -> list[Path]:
         ("tcp_gbps", "iperf3 TCP (Gbit/s)", 1.0),
         ("udp_pps", "64 B UDP (kpps received)", 1e-3),
         ("lat_p50_us", "UDP ping-pong latency p50 (µs, one way)", 1.0),
+        ("lat_same_cpu_p50_us", "same, client and server on one CPU (µs)", 1.0),
         ("tcp_gbit_per_cpu_s", "TCP Gbit per CPU-second of iperf3", 1.0),
         ("udp_pkts_per_cpu_s", "64 B UDP kpkts per CPU-second of iperf3", 1e-3),
         ("ns_per_packet", "eBPF program ns per packet (live, bpf_stats)", 1.0),

@@ -43,6 +43,7 @@ def traffic(d: dict[str, Any]) -> str:
         ("tcp_gbps", "TCP Gbit/s", 1.0),
         ("udp_pps", "64 B kpps", 1e-3),
         ("lat_p50_us", "p50 µs", 1.0),
+        ("lat_same_cpu_p50_us", "p50 µs same CPU", 1.0),
         ("tcp_gbit_per_cpu_s", "TCP Gbit/CPU-s", 1.0),
         ("udp_pkts_per_cpu_s", "UDP kpkt/CPU-s", 1e-3),
     ]
@@ -55,7 +56,7 @@ def traffic(d: dict[str, Any]) -> str:
         for variant, s in by_variant.items():
             row: list[Any] = [chain, variant]
             for key, _, scale in metrics:
-                value = s.get(key, {}).get("median")
+                value = (s.get(key) or {}).get("median")
                 row.append(value * scale if value is not None else None)
                 row.append(d["ratios_to_veth"][chain][variant].get(key))
                 row.append(d.get("round_ratios_to_veth", {}).get(chain, {}).get(variant, {}).get(key))

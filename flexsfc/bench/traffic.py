@@ -21,7 +21,14 @@ from flexsfc.bench import progstats, tools
 from flexsfc.bench.common import BenchContext, SectionSkipped, median, section_result, summary
 from flexsfc.bench.topology import ChainTopology, Variant
 
-METRICS = ("tcp_gbps", "udp_pps", "lat_p50_us", "tcp_gbit_per_cpu_s", "udp_pkts_per_cpu_s")
+METRICS = (
+    "tcp_gbps",
+    "udp_pps",
+    "lat_p50_us",
+    "lat_same_cpu_p50_us",
+    "tcp_gbit_per_cpu_s",
+    "udp_pkts_per_cpu_s",
+)
 
 # Targets of the data-plane issue, checked (not asserted) on the medians.
 TARGET_MIN_RATIO = 0.97  # TCP and 64 B pps versus the direct veth
@@ -147,6 +154,10 @@ def _measure(
     latency = attempt("latency", lambda: tools.latency_us(topo, params.latency_seconds))
     bucket["lat_p50_us"].append(latency["p50"] if latency else None)
     bucket["lat_p99_us"].append(latency["p99"] if latency else None)
+    same_cpu = attempt(
+        "latency-same-cpu", lambda: tools.latency_us(topo, params.latency_seconds, same_cpu=True)
+    )
+    bucket["lat_same_cpu_p50_us"].append(same_cpu["p50"] if same_cpu else None)
     if prog_ids and not shared_phase:
         with _program_cost(prog_ids, bucket):
             attempt("prog-cost", lambda: tools.udp_pps(topo, params.prog_cost_seconds, params.udp_senders))
@@ -209,8 +220,12 @@ def _targets(samples: dict[str, dict[str, dict[str, list[Any]]]]) -> dict[str, d
                 "tcp_ratio_ge_0.97": _ge(r["tcp_gbps"], TARGET_MIN_RATIO),
                 "pps_ratio_ge_0.97": _ge(r["udp_pps"], TARGET_MIN_RATIO),
                 "latency_ratio_le_1.05": _le(r["lat_p50_us"], TARGET_MAX_LATENCY_RATIO),
+                "latency_same_cpu_ratio_le_1.05": _le(r["lat_same_cpu_p50_us"], TARGET_MAX_LATENCY_RATIO),
                 "pps_better_than_bridge": _gt(r["udp_pps"], bridge.get("udp_pps")),
                 "latency_better_than_bridge": _gt(bridge.get("lat_p50_us"), r["lat_p50_us"]),
+                "latency_same_cpu_better_than_bridge": _gt(
+                    bridge.get("lat_same_cpu_p50_us"), r["lat_same_cpu_p50_us"]
+                ),
                 "ns_per_packet": cost,
                 "ns_per_packet_lt_100": _gt(TARGET_MAX_NS_PER_PACKET, cost),
             }

@@ -13,6 +13,7 @@ from pyroute2.netlink import NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE
 from pyroute2.netlink.rtnl import RTM_GETTFILTER, RTM_NEWQDISC, RTM_NEWTFILTER
 from pyroute2.netlink.rtnl.tcmsg import tcmsg
 
+from flexsfc.dataplane import libbpf
 from flexsfc.util.rtnl import RtnlError, RtnlSocket
 
 TC_H_CLSACT = 0xFFFFFFF1
@@ -61,7 +62,8 @@ def attach_ingress(ifindex: int, prog_fd: int, *, handle: int, priority: int, ta
         raise ValueError(f"tag {tag}: must be in 1..{(1 << TAG_BITS) - 1} (the program reads 16 bits)")
     options = [
         ["TCA_BPF_FD", prog_fd],
-        ["TCA_BPF_NAME", name],
+        # As libbpf names it: `tc filter show` and tools that look for "<name>:[<id>]" find the id.
+        ["TCA_BPF_NAME", f"{name}:[{libbpf.prog_id(prog_fd)}]"],
         ["TCA_BPF_FLAGS", TCA_BPF_FLAG_ACT_DIRECT],
         ["TCA_BPF_CLASSID", tag],
     ]

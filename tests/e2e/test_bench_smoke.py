@@ -35,8 +35,11 @@ def test_bench_quick_writes_results_for_every_section(tmp_path: Path) -> None:
     index = read_json(out / "index.json")
     assert set(index["sections"]) == set(harness.SECTION_NAMES)
     assert index["command"] and index["machine"]["kernel"]
+    assert "commit" in index["source"]  # None outside a git checkout
     for name, entry in index["sections"].items():
         assert entry["status"] in ("ok", "skipped"), f"{name}: {entry.get('reason')}"
+        # The suite's set-up installs every tool a section needs: as root, a skip is a bug.
+        assert entry["status"] == "ok" or os.geteuid() != 0, f"{name} skipped: {entry.get('reason')}"
         if entry["status"] == "skipped":
             assert entry["reason"], name
             continue

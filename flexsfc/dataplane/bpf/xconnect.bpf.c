@@ -141,7 +141,7 @@ struct session {
 };
 
 /* What occupies a port slot now (cleared when the port leaves, so stale references fail) and the
- * port's counters: one per-CPU lookup checks a target and counts it. */
+ * port's counters: one lookup of this CPU's copy checks a target and counts it. */
 struct port_slot {
 	__u32 ifindex;
 	__u32 xc;
