@@ -6,7 +6,7 @@ firewall is scaled 1 -> 2 -> 1 `repetitions` times. For each repetition:
 - scale-out: event (scale request) -> pod created -> networks (CNI ADD) -> containers started ->
   running (ready) -> agent reconciled -> first packet delivered to the new replica;
 - scale-in: terminating -> out of the Maglev table (agent reconcile done).
-The agent's steps are split by timing the data-plane calls it makes: TC attach and detach (libbpf),
+The agent's steps are split by timing the data-plane calls it makes: TC attach (tcfilter) and detach (libbpf),
 map updates, and Maglev table builds (wrappers installed for the run only). The first-packet time
 includes waiting for a new flow that hashes to the new replica (the client opens `new_flows` per second).
 
@@ -105,7 +105,7 @@ def measure(
     pre_stop: float = 0.2,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    from flexsfc.dataplane import facade, libbpf
+    from flexsfc.dataplane import facade, libbpf, tcfilter
 
     tag = uuid.uuid4().hex[:6]
     workdir = Path(tempfile.mkdtemp(prefix="flexsfc-reaction-"))
@@ -118,7 +118,7 @@ def measure(
     plan = load_plan(path)
     timer = StepTimer()
     targets = {
-        "tc_attach_us": (libbpf, "tc_attach_ingress"),
+        "tc_attach_us": (tcfilter, "attach_ingress"),
         "tc_detach_us": (libbpf, "tc_detach_ingress"),
         "map_update_us": (libbpf, "map_update"),
         "maglev_build_us": (facade, "build_table"),

@@ -295,6 +295,8 @@ class Dataplane:
         for port in self._ports.values():
             self._side_ports.setdefault((port.xc, port.side), {})[port.ifindex] = port
         self._neighbour_index = self._read_neighbours()
+        self._redirect_mode = self._config().redirect_mode
+        self._prog_id = libbpf.prog_id(self.prog_fd)
         self._neighbour_count = sum(len(entries) for entries in self._neighbour_index.values())
         self._free_xc_ids = _FreeIds(1, maps.MAX_XC, {xc.id for xc in self._xcs.values()})
         self._free_slots = _FreeIds(0, maps.MAX_PORTS, {p.slot for p in self._ports.values()})
@@ -359,6 +361,7 @@ class Dataplane:
             return
         cfg.redirect_mode = wanted
         libbpf.map_update(self._fd("config"), maps.U32(0), cfg)
+        self._redirect_mode = wanted
         for port in self._ports.values():
             self._attach(port)
 
@@ -553,8 +556,9 @@ class Dataplane:
             self.prog_fd,
             handle=TC_HANDLE,
             priority=TC_PRIORITY,
-            tag=maps.filter_tag(port.slot, self._config().redirect_mode),
+            tag=maps.filter_tag(port.slot, self._redirect_mode),
             name=maps.PROGRAM_NAME,
+            prog_id=self._prog_id,
         )
 
     def _update_port(self, port: _Port, state: int, identity: str) -> None:

@@ -293,15 +293,22 @@ def _tc_hook(ifindex: int) -> BpfTcHook:
     return BpfTcHook(sz=ctypes.sizeof(BpfTcHook), ifindex=ifindex, attach_point=BPF_TC_INGRESS)
 
 
-def tc_attach_ingress(ifindex: int, prog_fd: int, handle: int, priority: int) -> None:
-    """Attach `prog_fd` as a direct-action cls_bpf filter at ingress with our handle and priority.
-
-    Creates the clsact qdisc when missing; an existing one (maybe shared) is reused as is.
-    """
+def tc_hook_create_ingress(ifindex: int) -> None:
+    """Create the clsact qdisc of `ifindex` when missing; an existing one (maybe shared) stays as is."""
     hook = _tc_hook(ifindex)
     rc = lib().bpf_tc_hook_create(ctypes.addressof(hook))
     if rc < 0 and rc != -errno.EEXIST:
         _check("bpf_tc_hook_create", rc, f"ifindex {ifindex}")
+
+
+def tc_attach_ingress(ifindex: int, prog_fd: int, handle: int, priority: int) -> None:
+    """Attach `prog_fd` as a direct-action cls_bpf filter at ingress with our handle and priority,
+    untagged (the data plane attaches through flexsfc.dataplane.tcfilter, which sets a classid).
+
+    Creates the clsact qdisc when missing; an existing one (maybe shared) is reused as is.
+    """
+    tc_hook_create_ingress(ifindex)
+    hook = _tc_hook(ifindex)
     opts = BpfTcOpts(
         sz=ctypes.sizeof(BpfTcOpts), prog_fd=prog_fd, flags=BPF_TC_F_REPLACE, handle=handle, priority=priority
     )

@@ -65,7 +65,19 @@ class RtnlSocket:
         msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK | flags
         msg["header"]["sequence_number"] = sequence
         msg.encode()
-        self._sock.send(msg.data)
+        return self._exchange(what, msg.data, sequence, type(msg))
+
+    def request_packed(self, what: str, body: bytes, msg_type: int, flags: int = 0) -> None:
+        """Send one request whose body (after the netlink header) is already packed; wait for its
+        acknowledgement, raise RtnlError on a NACK."""
+        sequence = next(self._sequence)
+        header = _HEADER.pack(
+            _HEADER.size + len(body), msg_type, NLM_F_REQUEST | NLM_F_ACK | flags, sequence, 0
+        )
+        self._exchange(what, header + body, sequence, None)
+
+    def _exchange(self, what: str, data: bytes, sequence: int, reply_type: Any) -> list[Any]:
+        self._sock.send(data)
         replies = []
         while True:
             data = self._sock.recv(_RECV_BUFFER)
@@ -80,9 +92,10 @@ class RtnlSocket:
                     if kind == NLMSG_ERROR:
                         _raise_for_error(what, data[offset : offset + length])
                         return replies  # error 0: the acknowledgement
-                    reply = type(msg)(data[offset : offset + length])
-                    reply.decode()
-                    replies.append(reply)
+                    if reply_type is not None:
+                        reply = reply_type(data[offset : offset + length])
+                        reply.decode()
+                        replies.append(reply)
                 offset += (length + 3) & ~3
 
 
