@@ -59,7 +59,16 @@ def machine_info() -> dict[str, Any]:
         "iperf3": _first_line(["iperf3", "--version"]),
         "sockperf": _first_line(["sockperf", "--version"]),
         "loadavg": os.getloadavg(),
+        # On, every eBPF program run pays two clock reads: compared figures are only valid with 0.
+        "bpf_stats_enabled": _read_first_line("/proc/sys/kernel/bpf_stats_enabled"),
     }
+
+
+def _read_first_line(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
 
 
 def source_info() -> dict[str, Any]:
