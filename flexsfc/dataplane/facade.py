@@ -601,7 +601,7 @@ class Dataplane:
         column["xc"], column["side"], column["state"] = 0, 0, 0
 
     def _write_port_info(self, ifindex: int, info: maps.PortInfo | None) -> None:
-        """`ports` (the record) and, for small ifindexes, `ports_by_index` (the program's fast path)."""
+        """`ports` (the record) and, for small ifindexes, `ports_by_index` (what an untagged filter reads)."""
         key = maps.U32(ifindex)
         if info is None:
             if ifindex < maps.PORT_INDEX_SIZE:
