@@ -9,6 +9,7 @@ afterwards. Variants that are compared are interleaved round by round (the machi
 import argparse
 import contextlib
 import json
+import math
 import os
 import random
 import socket
@@ -23,15 +24,13 @@ from typing import Any
 import numpy as np
 
 from flexsfc.bench import progstats
-from flexsfc.dataplane import frames, libbpf, maps, tcfilter
+from flexsfc.dataplane import frames, libbpf, maps, progtest, tcfilter
 from flexsfc.dataplane.api import Neighbour, ReplicaPort
 from flexsfc.dataplane.facade import TC_HANDLE, TC_PRIORITY, Dataplane
 from flexsfc.dataplane.maglev import build_table
 from flexsfc.model.constants import DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_PIN_DIR
 from flexsfc.model.types import Side
 from flexsfc.util.netns import in_netns
-
-TC_ACT_SHOT = 2
 
 TARGETS = {
     "session_hit_ns_test_run": 60,
@@ -215,7 +214,8 @@ class _LineRateSender:
 
     def run(self, seconds: float) -> None:
         argv = ["iperf3", "-c", LIVE_SERVER_IP, "-p", str(LIVE_IPERF_PORT), "-u", "-b", "0"]
-        argv += ["-l", "64", "-P", str(self.streams), "-t", str(seconds)]
+        # iperf3 hangs on a fractional -t: whole seconds only.
+        argv += ["-l", "64", "-P", str(self.streams), "-t", str(max(1, math.ceil(seconds)))]
         subprocess.run(
             ["ip", "netns", "exec", self.client_ns, *argv],
             capture_output=True,
@@ -260,10 +260,16 @@ def live_path_cost(seconds: float = 2.0, flows: int = 64, rounds: int = 3) -> di
         dp.set_replicas("live", Side.B, [ReplicaPort(server, "server")])
         dp.set_neighbours("live", Side.A, [Neighbour("10.8.0.1", client_mac)])
         dp.set_neighbours("live", Side.B, [Neighbour(LIVE_SERVER_IP, server_mac)])
-        tag = maps.filter_tag(dp._ports[client].slot, maps.MODE_PEER)
+        tag = tcfilter.ingress_tag(client, handle=TC_HANDLE, priority=TC_PRIORITY)
+        assert tag, "the data plane attaches tagged filters"
         references = {
             "bare_redirect_peer": libbpf.load_redirect_program(server, peer=True),
-            "empty": libbpf.load_constant_program(TC_ACT_SHOT),
+            "empty": libbpf.load_constant_program(progtest.TC_ACT_SHOT),
+        }
+        # The empty program drops everything: iperf3's control connection would not survive it.
+        programs = {
+            "line_rate": {"xconnect": dp.prog_fd, "bare_redirect_peer": references["bare_redirect_peer"]},
+            "paced": {"xconnect": dp.prog_fd, **references},
         }
         sources: dict[str, Any] = {}
         try:
@@ -283,13 +289,7 @@ def live_path_cost(seconds: float = 2.0, flows: int = 64, rounds: int = 3) -> di
             with progstats.stats_enabled():
                 for round_ in range(rounds + 1):  # round 0 warms up and is not recorded
                     for name, source in sources.items():
-                        programs = {
-                            "xconnect": dp.prog_fd,
-                            "bare_redirect_peer": references["bare_redirect_peer"],
-                        }
-                        if name == "paced":
-                            programs["empty"] = references["empty"]
-                        for label, fd in programs.items():
+                        for label, fd in programs[name].items():
                             value = measure(fd, source)
                             if value is not None and round_ > 0:
                                 results[name].setdefault(label, []).append(value)
