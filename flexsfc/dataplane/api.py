@@ -15,6 +15,10 @@ from flexsfc.model.types import Side
 class ReplicaState(StrEnum):
     ACTIVE = "active"  # in the Maglev table: receives new sessions
     DRAINING = "draining"  # out of the Maglev table, keeps its established sessions
+    # Its pod is going away: no packet is sent to it any more (its sessions re-hash), but what it still
+    # sends is forwarded. Listing a replica LEAVING on all its sides before removing it means no packet
+    # already inside it is lost on the way out.
+    LEAVING = "leaving"
 
 
 class RedirectMode(StrEnum):
@@ -74,8 +78,9 @@ class DataplaneAPI(Protocol):
         """Make `replicas` the whole replica set of one side (level-triggered).
 
         ACTIVE ones form the Maglev table (ordered by identity), swapped in atomically; DRAINING ones
-        keep their sessions; ports no longer listed are forgotten, and their sessions re-hash lazily.
-        Attaches the TC program to new ports and detaches it from removed ones.
+        keep their sessions; LEAVING ones only send (their sessions re-hash lazily); ports no longer
+        listed are forgotten, and their sessions re-hash lazily. Attaches the TC program to new ports
+        and detaches it from removed ones.
         """
         ...
 

@@ -45,7 +45,22 @@ TC_HANDLE = 0xF5C0
 TC_PRIORITY = 0x5C
 
 _SIDE = {Side.A: 0, Side.B: 1}
-_STATE = {ReplicaState.ACTIVE: maps.PORT_ACTIVE, ReplicaState.DRAINING: maps.PORT_DRAINING}
+
+# A numpy view of maps.PortSlot (checked against it by the kernel tests).
+PORT_SLOT_DTYPE = np.dtype(
+    {
+        "names": ["ifindex", "xc", "side", "state", *(name for name, _ in maps.PortCounters._fields_)],
+        "formats": ["<u4", "<u4", "u1", "u1", *["<u8"] * len(maps.PortCounters._fields_)],
+        "offsets": [0, 4, 8, 9, *(16 + 8 * i for i in range(len(maps.PortCounters._fields_)))],
+        "itemsize": 56,
+    }
+)
+
+_STATE = {
+    ReplicaState.ACTIVE: maps.PORT_ACTIVE,
+    ReplicaState.DRAINING: maps.PORT_DRAINING,
+    ReplicaState.LEAVING: maps.PORT_LEAVING,
+}
 _MODE = {RedirectMode.PEER: maps.MODE_PEER, RedirectMode.REDIRECT: maps.MODE_REDIRECT}
 
 
@@ -167,8 +182,8 @@ class Dataplane:
             slots = maps.MAX_PORTS * self._ncpu
             # [cpu][slot]: column `slot` holds every CPU's copy of one port slot.
             self._slots = np.frombuffer(
-                self._mmap("port_slots", slots * maps.PORT_SLOT_DTYPE.itemsize),
-                dtype=maps.PORT_SLOT_DTYPE,
+                self._mmap("port_slots", slots * PORT_SLOT_DTYPE.itemsize),
+                dtype=PORT_SLOT_DTYPE,
                 count=slots,
             ).reshape(self._ncpu, maps.MAX_PORTS)
             entries = maps.FLOW_CACHE_SIZE * self._ncpu
@@ -460,10 +475,17 @@ class Dataplane:
             raise
         for ifindex, replica in wanted.items():
             port = self._ports[ifindex]
-            if port.state != _STATE[replica.state] or port.identity != replica.identity:
-                self._update_port(port, _STATE[replica.state], replica.identity)
+            # Leaving is final: the CNI plugin may have marked the port while its pod was still
+            # listed as running or draining here; its veth is about to go (or gone).
+            state = maps.PORT_LEAVING if self._follow_leaving(port) else _STATE[replica.state]
+            if port.state != state or port.identity != replica.identity:
+                self._update_port(port, state, replica.identity)
 
-        active = sorted((r.identity, r.ifindex) for r in replicas if r.state == ReplicaState.ACTIVE)
+        active = sorted(
+            (r.identity, r.ifindex)
+            for r in replicas
+            if r.state == ReplicaState.ACTIVE and self._ports[r.ifindex].state == maps.PORT_ACTIVE
+        )
         self._swap_table(rec, side_i, active)
         # Only once the new table is live: forget removed ports; their sessions re-hash lazily.
         for ifindex in current:
@@ -567,9 +589,15 @@ class Dataplane:
         self._write_port_info(
             port.ifindex, maps.PortInfo(xc=port.xc, slot=port.slot, side=port.side, state=state)
         )
-        # port_slots is left alone: rewriting it would reset the counters, and the program does not
-        # need the state there (the Maglev table decides who gets new sessions).
+        # Only the state byte of the slot: rewriting the slot would reset its counters.
+        self._slots[:, port.slot]["state"] = state
         port.state, port.identity = state, identity
+
+    def _follow_leaving(self, port: _Port) -> bool:
+        """True when the port is leaving, also when another process (the CNI plugin) marked it so."""
+        if port.state != maps.PORT_LEAVING and self._slots[0, port.slot]["state"] == maps.PORT_LEAVING:
+            port.state = maps.PORT_LEAVING
+        return port.state == maps.PORT_LEAVING
 
     def _remove_port(self, ifindex: int) -> None:
         libbpf.tc_detach_ingress(ifindex, TC_HANDLE, TC_PRIORITY)
@@ -642,6 +670,8 @@ class Dataplane:
         rec, side_i = self._xc(xc), _SIDE[Side(side)]
         states = {v: k for k, v in _STATE.items()}
         ports = self._ports_of_side(rec.id, side_i).values()
+        for port in ports:
+            self._follow_leaving(port)
         return [
             ReplicaPort(p.ifindex, p.identity, states[p.state])
             for p in sorted(ports, key=lambda p: p.identity)

@@ -7,8 +7,6 @@ import ctypes
 import ipaddress
 from enum import IntEnum
 
-import numpy as np
-
 MAX_XC = 1024
 MAX_PORTS = 4096
 MAX_NEIGHBOURS = 8192
@@ -30,6 +28,7 @@ TAG_SLOT_MASK = 0x1FFF
 TAG_PLAIN_REDIRECT = 0x8000
 PORT_ACTIVE = 0
 PORT_DRAINING = 1
+PORT_LEAVING = 2  # a source only: its sessions re-hash, what its replica still sends gets out
 
 # Every map of the object, in the order they are pinned (file name = map name).
 MAP_NAMES = (
@@ -139,7 +138,7 @@ class PortRef(ctypes.Structure):
 class PortSlot(ctypes.Structure):
     """One CPU's copy of a `port_slots` entry: the occupant (same on every CPU) and its counters.
 
-    `port_slots` is a plain mmapable array laid out [cpu][slot]: see :data:`PORT_SLOT_DTYPE`.
+    `port_slots` is a plain mmapable array laid out [cpu][slot] (numpy view: facade.PORT_SLOT_DTYPE).
     """
 
     _fields_ = [
@@ -151,16 +150,6 @@ class PortSlot(ctypes.Structure):
         ("pad2", ctypes.c_uint32),
         ("counters", PortCounters),
     ]
-
-
-PORT_SLOT_DTYPE = np.dtype(
-    {
-        "names": ["ifindex", "xc", "side", "state", *(name for name, _ in PortCounters._fields_)],
-        "formats": ["<u4", "<u4", "u1", "u1", *["<u8"] * len(PortCounters._fields_)],
-        "offsets": [0, 4, 8, 9, *(16 + 8 * i for i in range(len(PortCounters._fields_)))],
-        "itemsize": 56,
-    }
-)
 
 
 class Session(ctypes.Structure):

@@ -24,6 +24,7 @@
 #define PORT_INDEX_SIZE 65536 /* ifindexes below this are found by array index, not hashing */
 #define POOL_SLOTS (1 << 22) /* Maglev slots shared by all tables (32 MiB) */
 #define MAX_IPV6_EXT 4     /* extension headers walked before giving up */
+#define MAGLEV_PROBES 8    /* table entries tried when the first one's port is no target */
 
 /* Filter tag (the low 16 bits of the cls_bpf classid, all the kernel passes on): port slot + 1 in
  * the low bits (0 = untagged), the top bit asks for bpf_redirect instead of bpf_redirect_peer. */
@@ -35,6 +36,12 @@ _Static_assert(MAX_PORTS < TAG_SLOT_MASK, "every port slot + 1 must fit in the t
 #define SIDE_B 1
 #define MODE_PEER 0
 #define MODE_REDIRECT 1
+
+/* Port states (maps.PORT_*). Active and draining ports are valid targets of their sessions (the
+ * Maglev table alone decides who gets new ones); a leaving port is a source only. */
+#define PORT_ACTIVE 0
+#define PORT_DRAINING 1
+#define PORT_LEAVING 2
 
 #define ARPHRD_ETHER 1
 #define ARPOP_REQUEST 1
@@ -84,7 +91,7 @@ struct port_info {
 	__u32 xc;
 	__u32 slot; /* index in port_slots */
 	__u8 side;
-	__u8 state; /* 0 active, 1 draining: only informational here, the Maglev table decides */
+	__u8 state; /* PORT_*: only informational here, the slot's copy is the one the program reads */
 	__u16 pad;
 };
 
@@ -470,8 +477,6 @@ static __always_inline int redirect_to(__u32 ifindex, __u8 mode)
 	return bpf_redirect_peer(ifindex, 0);
 }
 
-/* A reference is live while its slot still holds that port in (xc, side), active or draining.
- * Removed ports (slot cleared or reused) fail, so their sessions re-hash. An array lookup: cheap. */
 /* This CPU's copy of a port slot. */
 static __always_inline struct port_slot *port_slot(__u32 slot)
 {
@@ -481,10 +486,15 @@ static __always_inline struct port_slot *port_slot(__u32 slot)
 	return bpf_map_lookup_elem(&port_slots, &index);
 }
 
+/* A reference is live while its slot still holds that port in (xc, side), active or draining.
+ * Removed ports (slot cleared or reused) and leaving ones fail, so their sessions re-hash. A leaving
+ * port still forwards what its replica sends (the slot keeps its ifindex): packets already inside
+ * the replica when it left get out. One array lookup, one cache line. */
 static __always_inline struct port_slot *ref_live(const struct port_ref *ref, __u32 xc, __u8 side)
 {
 	struct port_slot *p = port_slot(ref->slot);
-	if (p && ref->ifindex && p->ifindex == ref->ifindex && p->xc == xc && p->side == side)
+	if (p && ref->ifindex && p->ifindex == ref->ifindex && p->xc == xc && p->side == side &&
+	    p->state != PORT_LEAVING)
 		return p;
 	return 0;
 }
@@ -500,13 +510,25 @@ static __always_inline struct port_slot *maglev_pick(__u32 xc, __u8 side, __u32 
 	__u32 size = (__u32)(d >> 32);
 	if (size == 0)
 		return 0;
-	__u32 slot = offset + hash % size;
-	struct port_ref *ref = bpf_map_lookup_elem(&maglev_pool, &slot);
-	if (!ref)
-		return 0;
-	*out = *ref;
-	/* Belt and braces: even a table being recycled can never send outside (xc, side). */
-	return ref_live(out, xc, side);
+	/* Normally the first entry is live. It is not when its port was marked leaving by another
+	 * process (the CNI plugin on DEL) before the agent rebuilt the table: then a few more entries,
+	 * in an order fixed by the hash, so every packet of a flow still lands on the same replica.
+	 * Even a table being recycled can never send outside (xc, side): ref_live checks. */
+	__u32 step = size > 1 ? 1 + (hash >> 16) % (size - 1) : 0; /* M is prime: any step cycles */
+	__u32 at = hash % size;
+#pragma nounroll
+	for (int probe = 0; probe < MAGLEV_PROBES; probe++) {
+		__u32 slot = offset + at;
+		struct port_ref *ref = bpf_map_lookup_elem(&maglev_pool, &slot);
+		if (!ref)
+			return 0;
+		*out = *ref;
+		struct port_slot *live = ref_live(out, xc, side);
+		if (live)
+			return live;
+		at = (at + step) % size;
+	}
+	return 0;
 }
 
 static __always_inline void count_to(struct port_slot *p, __u32 len, int created)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from flexsfc.dataplane import frames, libbpf, maps, progtest
+from flexsfc.dataplane import frames, libbpf, maps, progtest, retire
 from flexsfc.dataplane.api import Neighbour, RedirectMode, ReplicaPort, ReplicaState
 from flexsfc.dataplane.facade import Dataplane
 from flexsfc.model.types import Side
@@ -157,6 +157,55 @@ def test_removed_replica_sessions_rehash_lazily_and_others_stay(xc: Xc) -> None:
         assert now == target if target != removed else now != removed
     moved = sum(1 for t in established.values() if t == removed)
     assert xc.dp.event_stats()["session_rehashed"] == moved > 0
+
+
+def _established_and_cached(xc: Xc, count: int) -> dict[int, int]:
+    """Flows with sessions, each sent twice so the flow cache holds them as well."""
+    established = {i: _target(xc.dp, _flow(i)[0], xc.a[0]) for i in range(count)}
+    assert all(_target(xc.dp, _flow(i)[0], xc.a[0]) == t for i, t in established.items())
+    return established
+
+
+def _check_leaving(xc: Xc, established: dict[int, int], leaving: int) -> None:
+    """Nothing goes into a leaving port any more, not even a new flow that hashes onto it (the
+    table may still hold it); what comes out of it still gets through."""
+    on_leaving = [i for i, t in established.items() if t == leaving]
+    assert on_leaving
+    for i in on_leaving:
+        assert _target(xc.dp, _flow(i)[1], leaving) == xc.a[0]
+    for i, target in established.items():
+        now = _target(xc.dp, _flow(i)[0], xc.a[0])
+        assert now == target if target != leaving else now != leaving
+        assert _target(xc.dp, _flow(i)[1], now) == xc.a[0]
+    fresh = {i: _target(xc.dp, _flow(i)[0], xc.a[0]) for i in range(1000, 1400)}
+    assert leaving not in fresh.values()
+    assert all(_target(xc.dp, _flow(i)[0], xc.a[1]) == t for i, t in fresh.items())
+    assert xc.dp.drop_stats()["no_replica"] == 0
+
+
+def test_leaving_replica_gets_nothing_and_what_it_sends_gets_out(xc: Xc) -> None:
+    established = _established_and_cached(xc, 200)
+    leaving = xc.b[1]
+    xc.dp.set_replicas(xc.name, Side.B, xc.replicas_b({leaving: ReplicaState.LEAVING}))
+    assert leaving not in xc.dp.maglev_table(xc.name, Side.B)
+    assert {r.ifindex: r.state for r in xc.dp.replicas(xc.name, Side.B)}[leaving] is ReplicaState.LEAVING
+    _check_leaving(xc, established, leaving)
+
+
+def test_ports_marked_leaving_elsewhere_stay_leaving(xc: Xc, pin_dir: str) -> None:
+    """The CNI plugin's DEL marks ports leaving through the pins (another process, no facade): the
+    program follows at once, and the facade keeps them leaving whatever it is told afterwards."""
+    established = _established_and_cached(xc, 200)
+    leaving = xc.b[2]
+    assert retire.retire_ports(pin_dir, [leaving, xc.b[2], 2**30]) == [leaving]
+    _check_leaving(xc, established, leaving)
+    xc.dp.set_replicas(xc.name, Side.B, xc.replicas_b())  # an agent that still sees the pod running
+    assert leaving not in xc.dp.maglev_table(xc.name, Side.B)
+    assert {r.ifindex: r.state for r in xc.dp.replicas(xc.name, Side.B)}[leaving] is ReplicaState.LEAVING
+    with Dataplane(pin_dir) as reopened:
+        states = {r.ifindex: r.state for r in reopened.replicas(xc.name, Side.B)}
+    assert states[leaving] is ReplicaState.LEAVING
+    assert retire.retire_ports(pin_dir + "-none", [leaving]) == []
 
 
 def test_added_replica_moves_no_session_and_takes_new_flows(host, xc: Xc) -> None:

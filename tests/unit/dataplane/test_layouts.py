@@ -1,0 +1,27 @@
+"""The numpy view of `port_slots` the facade writes through mmap and the ctypes mirror that the CNI
+plugin's retire path uses must agree byte for byte (the kernel tests check ctypes against the maps)."""
+
+import ctypes
+import re
+
+from flexsfc.dataplane import build, maps
+from flexsfc.dataplane.facade import PORT_SLOT_DTYPE
+
+
+def test_port_slot_dtype_matches_the_ctypes_mirror() -> None:
+    assert PORT_SLOT_DTYPE.itemsize == ctypes.sizeof(maps.PortSlot)
+    for name in ("ifindex", "xc", "side", "state"):
+        assert PORT_SLOT_DTYPE.fields[name][1] == getattr(maps.PortSlot, name).offset, name
+    counters = maps.PortSlot.counters.offset
+    for name, _ in maps.PortCounters._fields_:
+        assert PORT_SLOT_DTYPE.fields[name][1] == counters + getattr(maps.PortCounters, name).offset, name
+
+
+def test_port_states_are_the_programs() -> None:
+    source = build.SOURCE.read_text()
+    defined = {name: int(value) for name, value in re.findall(r"#define (PORT_[A-Z]+) (\d+)", source)}
+    assert defined == {
+        "PORT_ACTIVE": maps.PORT_ACTIVE,
+        "PORT_DRAINING": maps.PORT_DRAINING,
+        "PORT_LEAVING": maps.PORT_LEAVING,
+    }
