@@ -10,7 +10,7 @@ import ipaddress
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from flexsfc.agent.types import NfReplica, ReplicaPhase, replicas_by_nf, side_ports
 from flexsfc.dataplane.api import DataplaneAPI, Neighbour, ReplicaPort, ReplicaState
@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 _PHASE_TO_STATE: dict[ReplicaPhase, ReplicaState] = {
     ReplicaPhase.RUNNING: ReplicaState.ACTIVE,
     ReplicaPhase.TERMINATING: ReplicaState.DRAINING,
+    ReplicaPhase.GONE: ReplicaState.LEAVING,
 }
 
 
@@ -92,7 +93,8 @@ class ReconcileError(RuntimeError):
 def desired_ports(xc: CrossConnectionSpec, side: Side, replicas: Iterable[NfReplica]) -> list[ReplicaPort]:
     """The replica set of one side: replicas of the side's NF that have the side's interface.
 
-    RUNNING -> ACTIVE, TERMINATING -> DRAINING; PENDING and GONE replicas are not listed. Sorted by
+    RUNNING -> ACTIVE, TERMINATING -> DRAINING, GONE -> LEAVING (a source only, until the replica
+    leaves the picture: then its ports are removed); PENDING replicas are not listed. Sorted by
     identity (the pod UID) so equal pictures give equal lists.
     """
     ports = [
@@ -101,6 +103,18 @@ def desired_ports(xc: CrossConnectionSpec, side: Side, replicas: Iterable[NfRepl
         if replica.phase in _PHASE_TO_STATE
     ]
     return sorted(ports, key=lambda p: (p.identity, p.ifindex))
+
+
+def _apply_leaving(want: list[ReplicaPort], have: list[ReplicaPort]) -> list[ReplicaPort]:
+    """Leaving only applies to ports the data plane holds (a gone replica is never attached), and
+    it is final: a port the data plane holds as leaving (the CNI plugin marks a pod's ports on DEL,
+    before the API tells us the pod is gone) stays so while it is listed at all."""
+    held = {p.ifindex: p.state for p in have}
+    return [
+        replace(p, state=ReplicaState.LEAVING) if held.get(p.ifindex) == ReplicaState.LEAVING else p
+        for p in want
+        if p.state != ReplicaState.LEAVING or p.ifindex in held
+    ]
 
 
 def desired_neighbours(side: XcSide) -> list[Neighbour]:
@@ -203,6 +217,7 @@ class Reconciler:
             target = f"{xc.name}/{side.value}"
             want = desired_ports(xc, side, by_nf.get((xc.namespace, xc.side(side).nf), ()))
             have = sorted(self.dataplane.replicas(xc.name, side), key=lambda p: (p.identity, p.ifindex))
+            want = _apply_leaving(want, have)
             if want != have:
                 self._timed(report, "set_replicas", target, self.dataplane.set_replicas, xc.name, side, want)
                 report.sides_updated.append(target)

@@ -294,7 +294,7 @@ class Runtime:
         nads = {(a.namespace, a.name): a for a in (self.plan.attachments if self.plan else [])}
         for sel in dep.networks:
             nad: NetworkAttachment = nads[(sel.namespace or dep.namespace, sel.network)]
-            config = {**nad.config, "stateDir": str(self.config.cni_state_dir)}
+            config = {**nad.config, "stateDir": str(self.config.cni_state_dir), "pinDir": self.config.pin_dir}
             attachments.append(Attachment(ifname=sel.interface, network=sel.network, config=config))
         pod = Pod(
             name=name,
@@ -395,7 +395,7 @@ class Runtime:
         self._remove_pod(pod, rs, graceful=True, deadline=deadline)
 
     def _remove_pod(self, pod: Pod, rs: ReplicaSet, *, graceful: bool, deadline: float | None = None) -> None:
-        """Stop the containers, take the ports out of the data plane, CNI DEL, remove the sandbox.
+        """Stop the containers, ports leaving (sources only), CNI DEL, ports out, remove the sandbox.
 
         Whatever fails, the pod leaves its replica set; what could not be removed is kept as an
         orphan in the state file, so `down` tries again (also from another process).
@@ -407,10 +407,13 @@ class Runtime:
             with self._lock:
                 pod.phase = ReplicaPhase.GONE
                 pod.times.gone = time.time()
+            # Leaving on every side at once first: what is still inside the pod gets out while no
+            # new packet goes in. Then the veths go, then the ports (already without veths).
             self.agent.upsert_replica(pod.replica())
             report = self._sync(f"{pod.name} gone")
-            self.agent.remove_replica(pod.uid)
             errors = pod.delete_networks()
+            self.agent.remove_replica(pod.uid)
+            self._sync(f"{pod.name} removed")
             pod.delete_sandbox()
         except Exception as exc:
             errors.append(f"pod {pod.name}: removal failed: {exc}")

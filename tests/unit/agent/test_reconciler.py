@@ -110,13 +110,40 @@ def test_restart_converges_from_existing_state_and_removes_stale_xcs() -> None:
     assert not any(c.startswith("set ") for c in dp.calls)  # replica sets already right
 
 
-def test_gone_replica_leaves_the_side() -> None:
+def test_gone_replica_leaves_first_and_is_removed_once_absent() -> None:
     dp = FakeDataplane()
     rec = Reconciler(dp)
     rec.reconcile([_xc()], [_replica("u1", "fw", 11), _replica("u2", "fw", 12)])
-    report = rec.reconcile([_xc()], [_replica("u1", "fw", 11), _replica("u2", "fw", 12, ReplicaPhase.GONE)])
-    assert report.ports_detached == [12]
+    gone = rec.reconcile([_xc()], [_replica("u1", "fw", 11), _replica("u2", "fw", 12, ReplicaPhase.GONE)])
+    assert gone.ports_detached == []
+    assert dp.sides[("c-nat-fw", Side.B)] == [
+        ReplicaPort(11, "u1", ReplicaState.ACTIVE),
+        ReplicaPort(12, "u2", ReplicaState.LEAVING),
+    ]
+    absent = rec.reconcile([_xc()], [_replica("u1", "fw", 11)])
+    assert absent.ports_detached == [12]
     assert [p.ifindex for p in dp.sides[("c-nat-fw", Side.B)]] == [11]
+
+
+def test_gone_replica_never_attached_is_not_attached() -> None:
+    dp = FakeDataplane()
+    report = Reconciler(dp).reconcile([_xc()], [_replica("u1", "fw", 11, ReplicaPhase.GONE)])
+    assert report.ports_attached == []
+    assert dp.sides.get(("c-nat-fw", Side.B), []) == []
+
+
+def test_a_port_the_data_plane_holds_as_leaving_stays_leaving() -> None:
+    """The CNI plugin marks a pod's ports leaving on DEL, before the API says the pod is gone: the
+    reconciler neither fights it (running -> active again) nor churns over it."""
+    dp = FakeDataplane()
+    rec = Reconciler(dp)
+    picture = [_replica("u1", "fw", 11), _replica("u2", "fw", 12, ReplicaPhase.TERMINATING)]
+    rec.reconcile([_xc()], picture)
+    dp.sides[("c-nat-fw", Side.B)][0] = ReplicaPort(11, "u1", ReplicaState.LEAVING)  # as the plugin does
+    dp.calls.clear()
+    report = rec.reconcile([_xc()], picture)
+    assert not report.changed and dp.calls == []
+    assert dp.sides[("c-nat-fw", Side.B)][0].state is ReplicaState.LEAVING
 
 
 @pytest.mark.parametrize(("addr", "ip"), [("10.1.0.1/24", "10.1.0.1"), ("fd00::1/64", "fd00::1")])
