@@ -7,6 +7,7 @@ import hashlib
 import ipaddress
 import os
 import secrets
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -206,6 +207,7 @@ def delete(env: Environment, conf: NetConf) -> None:
         with state.locked(conf.state_dir, conf.lock_timeout_seconds):
             record = state.record_for(env.container_id, env.ifname, conf.state_dir)
             with _netlink(None) as host_nl:
+                _retire_pod_ports(host_nl, conf, env.container_id)
                 _delete_host_end(host_nl, record, env.container_id, env.ifname)
             if conf.ipam:
                 ipam.run("DEL", conf, env)
@@ -214,6 +216,28 @@ def delete(env: Environment, conf: NetConf) -> None:
         raise CniError(errors.LINK_FAILURE, f"cannot remove {env.ifname}", str(exc)) from None
     if conf.kubeconfig and record is not None:
         _publish(conf, env)
+
+
+def _retire_pod_ports(host_nl: Netlink, conf: NetConf, container_id: str) -> None:
+    """Before the pod's first veth goes, all its ports stop being targets in the node's data plane.
+
+    All of them at once: a bump in the wire whose far side were still a target would take packets in
+    that could no longer get out of a deleted near side. Best effort: no data plane (or an old one)
+    must never make DEL fail; the agent removes the ports anyway once it hears the pod is gone.
+    """
+    ifindexes = []
+    for other in state.records_of(container_id, conf.state_dir):
+        link = host_nl.link_by_index(other.host_ifindex)
+        if link is not None and link.name == other.host_ifname:
+            ifindexes.append(link.index)
+    if not ifindexes:
+        return
+    try:
+        from flexsfc.dataplane.retire import retire_ports  # libbpf only when there is something to do
+
+        retire_ports(conf.pin_dir, ifindexes)
+    except Exception as exc:
+        print(f"flexsfc-cni: ports {ifindexes} not marked leaving in {conf.pin_dir}: {exc}", file=sys.stderr)
 
 
 def _delete_host_end(

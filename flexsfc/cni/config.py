@@ -13,7 +13,7 @@ from typing import Any
 
 from flexsfc.cni import errors
 from flexsfc.cni.errors import CniError
-from flexsfc.model.constants import DEFAULT_CNI_STATE_DIR, MAX_IFNAME_LEN
+from flexsfc.model.constants import DEFAULT_CNI_STATE_DIR, DEFAULT_PIN_DIR, MAX_IFNAME_LEN
 
 SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 LATEST_VERSION = "1.1.0"
@@ -126,6 +126,7 @@ class NetConf:
     mtu: int | None
     ipam: dict[str, Any] | None
     state_dir: str
+    pin_dir: str  # the node's pinned data plane, told on DEL that the pod's ports are leaving
     kubeconfig: str | None
     lock_timeout_seconds: float
     prev_result: dict[str, Any] | None
@@ -195,6 +196,9 @@ def parse_netconf(document: dict[str, Any], *, need_plugin_fields: bool = True) 
     state_dir = document.get("stateDir", DEFAULT_CNI_STATE_DIR)
     if not isinstance(state_dir, str) or not state_dir.startswith("/"):
         raise _bad_field("stateDir", f"must be an absolute directory path, got {state_dir!r}")
+    pin_dir = document.get("pinDir", DEFAULT_PIN_DIR)
+    if not isinstance(pin_dir, str) or not pin_dir.startswith("/"):
+        raise _bad_field("pinDir", f"must be an absolute bpffs directory path, got {pin_dir!r}")
     kubeconfig = document.get("kubeconfig")
     if kubeconfig is not None and (not isinstance(kubeconfig, str) or not kubeconfig):
         raise _bad_field("kubeconfig", "must be the path of a kubeconfig file")
@@ -212,6 +216,7 @@ def parse_netconf(document: dict[str, Any], *, need_plugin_fields: bool = True) 
         mtu=mtu,
         ipam=ipam,
         state_dir=state_dir,
+        pin_dir=pin_dir,
         kubeconfig=kubeconfig,
         lock_timeout_seconds=float(lock_timeout),
         prev_result=prev_result,

@@ -51,6 +51,16 @@ def record_for(
     return _read(record_path(state_dir, container_id, ifname))
 
 
+def records_of(container_id: str, state_dir: str = DEFAULT_CNI_STATE_DIR) -> list[AttachmentRecord]:
+    """Every attachment recorded for one container (pod sandbox)."""
+    prefix = f"{container_id}@"
+    try:
+        names = sorted(n for n in os.listdir(state_dir) if n.startswith(prefix) and n.endswith(RECORD_SUFFIX))
+    except FileNotFoundError:
+        return []
+    return [r for r in (_read(os.path.join(state_dir, n)) for n in names) if r is not None]
+
+
 def _read(path: str) -> AttachmentRecord | None:
     try:
         with open(path, encoding="utf-8") as handle:
