@@ -3,7 +3,8 @@ Python start-up included.
 
 Interleaved rounds (the machine drifts), each timing: the bare interpreter start-up (`python -c
 pass`, the floor every Python plugin pays), Debian's `static` IPAM plugin alone, then flexsfc-cni ADD
-and DEL for an L2 attachment and for an L3 attachment (which runs `static` inside).
+and DEL for an L2 attachment and for an L3 attachment (which runs `static` inside), and the DEL of an
+L2 attachment whose veth is a port of a pinned data plane (DEL marks it leaving first).
 
     python -m flexsfc.bench.cni_latency [--rounds 20] [--json out.json]
 """
@@ -12,6 +13,7 @@ import argparse
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -21,8 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from flexsfc.bench.common import BenchContext, section_result, summary
+from flexsfc.dataplane.api import ReplicaPort
+from flexsfc.dataplane.facade import Dataplane
+from flexsfc.model.constants import DEFAULT_PIN_DIR
+from flexsfc.model.types import Side
 
 ADD_TARGET_MS = 150.0
+_BENCH_XC = "bench-cni"
 WARMUP_ROUNDS = 2
 CNI_PATH = "/opt/cni/bin:/usr/lib/cni"
 KINDS = (
@@ -32,6 +39,7 @@ KINDS = (
     "del_l2",
     "add_l3",
     "del_l3",
+    "del_l2_port",
     "add_l2_minus_startup",
     "add_l3_minus_startup",
 )
@@ -71,6 +79,20 @@ def _timed(argv: list[str], env: dict[str, str], stdin: bytes) -> float:
     return elapsed_ms
 
 
+def _del_of_a_port(plugin: str, env: dict[str, str], config: dict[str, Any], dataplane: Dataplane) -> float:
+    """ADD (untimed), make the host end a replica port, time the DEL, forget the port."""
+    stdin = json.dumps(config).encode()
+    added = subprocess.run([plugin], input=stdin, env={**env, "CNI_COMMAND": "ADD"}, capture_output=True)
+    if added.returncode != 0:
+        raise RuntimeError(f"flexsfc-cni ADD failed: {added.stdout.decode()} {added.stderr.decode()}")
+    host = next(i for i in json.loads(added.stdout)["interfaces"] if "sandbox" not in i)
+    dataplane.set_replicas(_BENCH_XC, Side.B, [ReplicaPort(socket.if_nametoindex(host["name"]), "bench-pod")])
+    try:
+        return _timed([plugin], {**env, "CNI_COMMAND": "DEL"}, stdin)
+    finally:
+        dataplane.set_replicas(_BENCH_XC, Side.B, [])
+
+
 def measure(rounds: int = 20) -> dict[str, Any]:
     """Per-call wall time in milliseconds for every kind, ``rounds`` interleaved rounds."""
     if os.geteuid() != 0:
@@ -80,11 +102,15 @@ def measure(rounds: int = 20) -> dict[str, Any]:
     netns = f"fxbench-cni-{uuid.uuid4().hex[:6]}"
     state_dir = tempfile.mkdtemp(prefix="fxbench-cni-")
     configs = _configs(state_dir)
+    pin_dir = os.path.join(DEFAULT_PIN_DIR, f"bench-cni-{uuid.uuid4().hex[:8]}")
+    configs["l2_port"] = {**configs["l2"], "pinDir": pin_dir}
     samples: dict[str, list[float]] = {kind: [] for kind in KINDS}
     subprocess.run(["ip", "netns", "add", netns], check=True)
     base_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CNI_PATH": CNI_PATH, "CNI_IFNAME": "eth1"}
     base_env["CNI_NETNS"] = f"/run/netns/{netns}"
+    dataplane = Dataplane(pin_dir, session_capacity=1024)
     try:
+        dataplane.ensure_xc(_BENCH_XC, maglev_table_size=1021)
         for round_index in range(rounds + WARMUP_ROUNDS):
             container_id = f"fxbench{uuid.uuid4().hex[:12]}"
             env = {**base_env, "CNI_CONTAINERID": container_id}
@@ -100,6 +126,7 @@ def measure(rounds: int = 20) -> dict[str, Any]:
                 stdin = json.dumps(configs[mode]).encode()
                 timings[f"add_{mode}"] = _timed([plugin], {**env, "CNI_COMMAND": "ADD"}, stdin)
                 timings[f"del_{mode}"] = _timed([plugin], {**env, "CNI_COMMAND": "DEL"}, stdin)
+            timings["del_l2_port"] = _del_of_a_port(plugin, env, configs["l2_port"], dataplane)
             # Same-round differences cancel most of the machine's drift.
             timings["add_l2_minus_startup"] = timings["add_l2"] - timings["python_startup"]
             timings["add_l3_minus_startup"] = timings["add_l3"] - timings["python_startup"]
@@ -107,6 +134,7 @@ def measure(rounds: int = 20) -> dict[str, Any]:
                 for kind, value in timings.items():
                     samples[kind].append(value)
     finally:
+        dataplane.destroy()
         subprocess.run(["ip", "netns", "del", netns], capture_output=True, check=False)
         shutil.rmtree(state_dir, ignore_errors=True)
     summaries = {kind: summary(values) for kind, values in samples.items()}

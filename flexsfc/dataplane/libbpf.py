@@ -6,7 +6,6 @@ Struct layouts follow /usr/include/bpf/{bpf,libbpf}.h of libbpf 1.1.2.
 """
 
 import ctypes
-import ctypes.util
 import errno
 import logging
 import os
@@ -117,8 +116,14 @@ _print_callback = _PRINT_FN(_print)  # module-level: libbpf keeps the pointer
 
 @cache
 def lib() -> ctypes.CDLL:
-    path = ctypes.util.find_library("bpf") or "libbpf.so.1"
-    handle = ctypes.CDLL(path, use_errno=True)
+    try:
+        # Debian's libbpf1 by its soname first: find_library runs `ldconfig -p` (milliseconds that the
+        # CNI plugin's DEL would pay on every pod deletion).
+        handle = ctypes.CDLL("libbpf.so.1", use_errno=True)
+    except OSError:
+        from ctypes.util import find_library
+
+        handle = ctypes.CDLL(find_library("bpf") or "libbpf.so", use_errno=True)
     vp, ci, u32, cp = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32, ctypes.c_char_p
     signatures: dict[str, tuple[object, list[object]]] = {
         "bpf_object__open_file": (vp, [cp, vp]),
