@@ -24,7 +24,7 @@
 #define PORT_INDEX_SIZE 65536 /* ifindexes below this are found by array index, not hashing */
 #define POOL_SLOTS (1 << 22) /* Maglev slots shared by all tables (32 MiB) */
 #define MAX_IPV6_EXT 4     /* extension headers walked before giving up */
-#define MAGLEV_PROBES 8    /* table entries tried when the first one's port is no target */
+#define MAGLEV_PROBES 16   /* table entries tried when the first one's port is no target */
 
 /* Filter tag (the low 16 bits of the cls_bpf classid, all the kernel passes on): port slot + 1 in
  * the low bits (0 = untagged), the top bit asks for bpf_redirect instead of bpf_redirect_peer. */
@@ -511,14 +511,15 @@ static __always_inline struct port_slot *maglev_pick(__u32 xc, __u8 side, __u32 
 	if (size == 0)
 		return 0;
 	/* Normally the first entry is live. It is not when its port was marked leaving by another
-	 * process (the CNI plugin on DEL) before the agent rebuilt the table: then a few more entries,
-	 * in an order fixed by the hash, so every packet of a flow still lands on the same replica.
-	 * Even a table being recycled can never send outside (xc, side): ref_live checks. */
-	__u32 step = size > 1 ? 1 + (hash >> 16) % (size - 1) : 0; /* M is prime: any step cycles */
-	__u32 at = hash % size;
+	 * process (the CNI plugin on DEL) before the agent rebuilt the table: then more entries, each
+	 * chosen by re-mixing the hash (a fixed stride would follow the arithmetic progressions Maglev
+	 * fills a table with, and keep hitting the same replica), so every packet of a flow still lands
+	 * on the same replica. Even a table being recycled can never send outside (xc, side): ref_live
+	 * checks every entry. */
+	__u32 h = hash;
 #pragma nounroll
 	for (int probe = 0; probe < MAGLEV_PROBES; probe++) {
-		__u32 slot = offset + at;
+		__u32 slot = offset + h % size;
 		struct port_ref *ref = bpf_map_lookup_elem(&maglev_pool, &slot);
 		if (!ref)
 			return 0;
@@ -526,7 +527,8 @@ static __always_inline struct port_slot *maglev_pick(__u32 xc, __u8 side, __u32 
 		struct port_slot *live = ref_live(out, xc, side);
 		if (live)
 			return live;
-		at = (at + step) % size;
+		h = (h ^ (h >> 15)) * 0x2c1b3c6d + 0x9e3779b9;
+		h ^= h >> 16;
 	}
 	return 0;
 }

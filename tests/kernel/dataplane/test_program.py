@@ -177,7 +177,7 @@ def _check_leaving(xc: Xc, established: dict[int, int], leaving: int) -> None:
         now = _target(xc.dp, _flow(i)[0], xc.a[0])
         assert now == target if target != leaving else now != leaving
         assert _target(xc.dp, _flow(i)[1], now) == xc.a[0]
-    fresh = {i: _target(xc.dp, _flow(i)[0], xc.a[0]) for i in range(1000, 1400)}
+    fresh = {i: _target(xc.dp, _flow(i)[0], xc.a[0]) for i in range(1000, 3000)}
     assert leaving not in fresh.values()
     assert all(_target(xc.dp, _flow(i)[0], xc.a[1]) == t for i, t in fresh.items())
     assert xc.dp.drop_stats()["no_replica"] == 0
