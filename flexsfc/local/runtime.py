@@ -395,7 +395,7 @@ class Runtime:
         self._remove_pod(pod, rs, graceful=True, deadline=deadline)
 
     def _remove_pod(self, pod: Pod, rs: ReplicaSet, *, graceful: bool, deadline: float | None = None) -> None:
-        """Stop the containers, ports leaving (sources only), CNI DEL, ports out, remove the sandbox.
+        """Stop the containers, ports leaving (sources only), CNI DEL, sandbox removed, ports out.
 
         Whatever fails, the pod leaves its replica set; what could not be removed is kept as an
         orphan in the state file, so `down` tries again (also from another process).
@@ -408,15 +408,19 @@ class Runtime:
                 pod.phase = ReplicaPhase.GONE
                 pod.times.gone = time.time()
             # Leaving on every side at once first: what is still inside the pod gets out while no
-            # new packet goes in. Then the veths go, then the ports (already without veths).
+            # new packet goes in. Then the veths and the namespace go, then the ports.
             self.agent.upsert_replica(pod.replica())
             report = self._sync(f"{pod.name} gone")
             errors = pod.delete_networks()
-            self.agent.remove_replica(pod.uid)
-            self._sync(f"{pod.name} removed")
             pod.delete_sandbox()
         except Exception as exc:
             errors.append(f"pod {pod.name}: removal failed: {exc}")
+        # Whatever failed above, the replica leaves the agent's picture and its ports the data plane.
+        self.agent.remove_replica(pod.uid)
+        try:
+            self._sync(f"{pod.name} removed")
+        except Exception as exc:
+            errors.append(f"pod {pod.name}: removing its ports failed: {exc}")
         for error in errors:
             self.event(error, error=True)
         self.event(f"{pod.name} removed ({'graceful' if graceful else 'no drain'})", report)
