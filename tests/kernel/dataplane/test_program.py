@@ -352,6 +352,25 @@ def test_reopened_pins_keep_ids_seed_and_sessions(xc: Xc, pin_dir: str) -> None:
         second.close()
 
 
+def test_an_unchanged_replica_set_keeps_its_live_table_also_after_a_reopen(xc: Xc, pin_dir: str) -> None:
+    xc_id = xc.dp.list_xcs()[xc.name]
+
+    def live_half(dp: Dataplane) -> int:
+        return dp._descriptor(xc_id, 1).value
+
+    before = live_half(xc.dp)
+    xc.dp.set_replicas(xc.name, Side.B, xc.replicas_b())
+    assert live_half(xc.dp) == before
+    with Dataplane(pin_dir) as second:
+        second.set_replicas(xc.name, Side.B, xc.replicas_b())
+        assert live_half(second) == before  # compared with the live table itself
+        table = second.maglev_table(xc.name, Side.B)
+        second.set_replicas(xc.name, Side.B, xc.replicas_b()[:3])
+        assert live_half(second) != before
+        second.set_replicas(xc.name, Side.B, xc.replicas_b())
+        assert second.maglev_table(xc.name, Side.B) == table  # the same table again, in the other half
+
+
 def test_detach_removes_only_our_filter(xc: Xc) -> None:
     port = xc.b[3]
     # Somebody else's filter (another handle and priority) on the same clsact qdisc.
