@@ -226,7 +226,7 @@ def _retire_pod_ports(host_nl: Netlink, conf: NetConf, container_id: str) -> Non
     must never make DEL fail; the agent removes the ports anyway once it hears the pod is gone.
     """
     ifindexes = []
-    for other in state.records_of(container_id, conf.state_dir):
+    for other in state.load_records(conf.state_dir, container_id=container_id):
         link = host_nl.link_by_index(other.host_ifindex)
         if link is not None and link.name == other.host_ifname:
             ifindexes.append(link.index)

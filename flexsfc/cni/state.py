@@ -28,16 +28,18 @@ def record_path(state_dir: str, container_id: str, ifname: str) -> str:
     return os.path.join(state_dir, f"{container_id}@{ifname}{RECORD_SUFFIX}")
 
 
-def load_records(state_dir: str = DEFAULT_CNI_STATE_DIR) -> list[AttachmentRecord]:
-    """Every attachment recorded in ``state_dir`` (empty when the directory does not exist)."""
+def load_records(state_dir: str = DEFAULT_CNI_STATE_DIR, *, container_id: str = "") -> list[AttachmentRecord]:
+    """Every attachment recorded in ``state_dir`` (empty when the directory does not exist), or only
+    those of one container (pod sandbox)."""
     try:
         names = sorted(os.listdir(state_dir))
     except FileNotFoundError:
         return []
+    prefix = f"{container_id}@" if container_id else ""
     records = []
     for name in names:
-        if name.startswith(".") or not name.endswith(RECORD_SUFFIX):
-            continue  # lock file and in-flight temporary files
+        if name.startswith(".") or not name.endswith(RECORD_SUFFIX) or not name.startswith(prefix):
+            continue  # lock file, in-flight temporary files, other containers
         record = _read(os.path.join(state_dir, name))
         if record is not None:
             records.append(record)
@@ -49,16 +51,6 @@ def record_for(
 ) -> AttachmentRecord | None:
     """The record of one attachment, or None when there is none."""
     return _read(record_path(state_dir, container_id, ifname))
-
-
-def records_of(container_id: str, state_dir: str = DEFAULT_CNI_STATE_DIR) -> list[AttachmentRecord]:
-    """Every attachment recorded for one container (pod sandbox)."""
-    prefix = f"{container_id}@"
-    try:
-        names = sorted(n for n in os.listdir(state_dir) if n.startswith(prefix) and n.endswith(RECORD_SUFFIX))
-    except FileNotFoundError:
-        return []
-    return [r for r in (_read(os.path.join(state_dir, n)) for n in names) if r is not None]
 
 
 def _read(path: str) -> AttachmentRecord | None:

@@ -6,9 +6,11 @@ cluster the kubelet tears the sandbox down before the API deletes the pod: witho
 the flows still pinned to the replica would be sent to a vanished veth in between).
 
 Leaving is final (the agent never makes a leaving port a target again), so it is safe to do from
-another process: only the state byte of the port's slot changes, plus the informational copy in
-`ports_by_index` that a restarted agent reads. Kept free of numpy and of the facade: it runs in the
-CNI plugin, whose start-up time is part of every pod's creation and deletion.
+another process: only the state byte of the port's slot changes, plus the state in the port's
+record (`ports`, a hash of every port) that a restarted agent reads. The `ports_by_index` array is
+left alone: an array answers for every index, so it cannot tell a port from a former one. Kept free
+of numpy and of the facade: it runs in the CNI plugin, whose start-up time is part of every pod's
+creation and deletion.
 """
 
 import ctypes
@@ -31,7 +33,7 @@ def retire_ports(pin_dir: str, ifindexes: Iterable[int]) -> list[int]:
     wanted = sorted({i for i in ifindexes if i > 0})
     if not wanted or not os.path.exists(os.path.join(pin_dir, maps.PROGRAM_NAME)):
         return []
-    info_fd = libbpf.obj_get(os.path.join(pin_dir, "ports_by_index"))
+    info_fd = libbpf.obj_get(os.path.join(pin_dir, "ports"))
     try:
         found: list[tuple[int, maps.PortInfo]] = []
         for ifindex in wanted:

@@ -30,7 +30,7 @@ def test_del_marks_all_the_pods_ports_leaving_before_removing_its_veth(cni: CniR
     assert eth1.returncode == 0, eth1.output
     _, eth2 = cni.add(config, ns, "eth2", container_id=container_id)
     assert eth2.returncode == 0, eth2.output
-    records = {r.ifname: r for r in state.records_of(container_id, str(cni.state_dir))}
+    records = {r.ifname: r for r in state.load_records(str(cni.state_dir), container_id=container_id)}
     dp = Dataplane(pin_dir, session_capacity=1024)
     try:
         # The pod is a bump in the wire between two cross-connections, as the firewall of the paper.
@@ -60,7 +60,7 @@ def test_del_without_a_data_plane_or_with_a_broken_one_still_succeeds(
     ns = netns_factory("del")
     broken = tmp_path / "not-bpffs"
     broken.mkdir()
-    for name in (maps.PROGRAM_NAME, "ports_by_index", "port_slots"):
+    for name in (maps.PROGRAM_NAME, "ports", "port_slots"):
         (broken / name).write_text("")
     for pin_dir, complaint in (
         (f"{DEFAULT_PIN_DIR}/test-absent-{uuid.uuid4().hex[:8]}", False),
@@ -72,4 +72,4 @@ def test_del_without_a_data_plane_or_with_a_broken_one_still_succeeds(
         delete = cni.run("DEL", config, container_id, ns, "eth1")
         assert delete.returncode == 0, delete.output
         assert ("not marked leaving" in delete.stderr) is complaint, delete.stderr
-        assert state.records_of(container_id, str(cni.state_dir)) == []
+        assert state.load_records(str(cni.state_dir), container_id=container_id) == []

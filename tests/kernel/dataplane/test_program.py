@@ -192,12 +192,13 @@ def test_leaving_replica_gets_nothing_and_what_it_sends_gets_out(xc: Xc) -> None
     _check_leaving(xc, established, leaving)
 
 
-def test_ports_marked_leaving_elsewhere_stay_leaving(xc: Xc, pin_dir: str) -> None:
+def test_ports_marked_leaving_elsewhere_stay_leaving(host, xc: Xc, pin_dir: str) -> None:
     """The CNI plugin's DEL marks ports leaving through the pins (another process, no facade): the
     program follows at once, and the facade keeps them leaving whatever it is told afterwards."""
     established = _established_and_cached(xc, 200)
     leaving = xc.b[2]
-    assert retire.retire_ports(pin_dir, [leaving, xc.b[2], 2**30]) == [leaving]
+    stranger = host.add_port().ifindex  # an interface that is no port
+    assert retire.retire_ports(pin_dir, [leaving, xc.b[2], stranger, 2**30]) == [leaving]
     _check_leaving(xc, established, leaving)
     xc.dp.set_replicas(xc.name, Side.B, xc.replicas_b())  # an agent that still sees the pod running
     assert leaving not in xc.dp.maglev_table(xc.name, Side.B)
