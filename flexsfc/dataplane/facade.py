@@ -46,13 +46,18 @@ TC_PRIORITY = 0x5C
 
 _SIDE = {Side.A: 0, Side.B: 1}
 
-# A numpy view of maps.PortSlot (checked against it by the kernel tests).
+# A numpy view of maps.PortSlot, laid out from the ctypes mirror itself (what the facade writes through
+# mmap and what the CNI plugin's retire path reads must agree byte for byte).
+_COUNTERS = [name for name, _ in maps.PortCounters._fields_]
 PORT_SLOT_DTYPE = np.dtype(
     {
-        "names": ["ifindex", "xc", "side", "state", *(name for name, _ in maps.PortCounters._fields_)],
-        "formats": ["<u4", "<u4", "u1", "u1", *["<u8"] * len(maps.PortCounters._fields_)],
-        "offsets": [0, 4, 8, 9, *(16 + 8 * i for i in range(len(maps.PortCounters._fields_)))],
-        "itemsize": 56,
+        "names": ["ifindex", "xc", "side", "state", *_COUNTERS],
+        "formats": ["<u4", "<u4", "u1", "u1", *["<u8"] * len(_COUNTERS)],
+        "offsets": [
+            *(getattr(maps.PortSlot, name).offset for name in ("ifindex", "xc", "side", "state")),
+            *(maps.PortSlot.counters.offset + getattr(maps.PortCounters, name).offset for name in _COUNTERS),
+        ],
+        "itemsize": ctypes.sizeof(maps.PortSlot),
     }
 )
 
@@ -663,7 +668,7 @@ class Dataplane:
                 self._publish(rec.id, side, idle, 0)
             return
         entries = [maps.pool_entry(ifindex, self._ports[ifindex].slot) for _, ifindex in active]
-        inputs = (tuple(active), tuple(entries), rec.table_size)
+        inputs = (tuple(active), tuple(entries))
         known = self._published.get(key)
         if size and known == inputs:
             return
