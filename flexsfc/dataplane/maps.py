@@ -149,6 +149,7 @@ class PortSlot(ctypes.Structure):
         ("pad", ctypes.c_uint16),
         ("pad2", ctypes.c_uint32),
         ("counters", PortCounters),
+        ("pad3", ctypes.c_uint64),
     ]
 
 

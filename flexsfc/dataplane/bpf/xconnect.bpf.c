@@ -157,7 +157,9 @@ struct port_slot {
 	__u16 pad;
 	__u32 pad2;
 	struct port_counters counters;
+	__u64 pad3; /* a slot is one whole cache line: at 56 bytes, 6 of 8 slots straddled two */
 };
+_Static_assert(sizeof(struct port_slot) == 64, "one cache line per port slot");
 
 struct frag_key {
 	__u32 xc;
