@@ -25,6 +25,8 @@ class BenchContext:
     command: str = ""  # the exact command line that produced the results
     seed: int = 1
     log: Any = field(default=print, repr=False)  # callable(str) for progress lines
+    traffic_rounds: int | None = None  # overrides the traffic section's paired rounds
+    traffic_chains: tuple[int, ...] = ()  # only these chain lengths in the traffic section
 
     def pick(self, quick: Any, full: Any) -> Any:
         """The quick-mode value or the full-mode value of a parameter."""

@@ -37,31 +37,64 @@ def resources(d: dict[str, Any]) -> str:
     return _table(["instances", "NF-level (mCPU)", "whole chain (mCPU)", "saved"], rows)
 
 
+def _paired(est: dict[str, Any] | None) -> str:
+    """A paired ratio as "median [low, high]"."""
+    if not est:
+        return "n/a"
+    return f"{est['median']:.2f} [{est['low']:.2f}, {est['high']:.2f}]"
+
+
+TRAFFIC_METRICS = [
+    ("tcp_gbps", "TCP Gbit/s", 1.0),
+    ("udp_pps", "64 B kpps", 1e-3),
+    ("lat_p50_us", "p50 µs", 1.0),
+    ("lat_same_cpu_p50_us", "p50 µs same CPU", 1.0),
+    ("tcp_gbit_per_cpu_s", "TCP Gbit/CPU-s", 1.0),
+    ("udp_pkts_per_cpu_s", "UDP kpkt/CPU-s", 1e-3),
+]
+
+
 def traffic(d: dict[str, Any]) -> str:
-    """Medians, ratio of medians to the veth, and median of per-round ratios (same-round pairs)."""
-    metrics = [
-        ("tcp_gbps", "TCP Gbit/s", 1.0),
-        ("udp_pps", "64 B kpps", 1e-3),
-        ("lat_p50_us", "p50 µs", 1.0),
-        ("lat_same_cpu_p50_us", "p50 µs same CPU", 1.0),
-        ("tcp_gbit_per_cpu_s", "TCP Gbit/CPU-s", 1.0),
-        ("udp_pkts_per_cpu_s", "UDP kpkt/CPU-s", 1e-3),
-    ]
+    """Medians, and the median of the paired ratios to the veth of the same round with its
+    confidence interval."""
     header = ["chain", "variant"]
-    for _, label, _ in metrics:
-        header += [label, "ratio", "round ratio"]
+    for _, label, _ in TRAFFIC_METRICS:
+        header += [label, "paired ratio [CI]"]
     header.append("eBPF ns/pkt")
     rows = []
     for chain, by_variant in d["summary"].items():
         for variant, s in by_variant.items():
             row: list[Any] = [chain, variant]
-            for key, _, scale in metrics:
+            for key, _, scale in TRAFFIC_METRICS:
                 value = (s.get(key) or {}).get("median")
                 row.append(value * scale if value is not None else None)
-                row.append(d["ratios_to_veth"][chain][variant].get(key))
-                row.append(d.get("round_ratios_to_veth", {}).get(chain, {}).get(variant, {}).get(key))
+                est = d.get("paired_to_veth", {}).get(chain, {}).get(variant, {}).get(key)
+                row.append("1" if variant == "veth" else _paired(est))
             row.append(s["ns_per_packet"]["median"])
             rows.append(row)
+    return _table(header, rows)
+
+
+def traffic_targets(d: dict[str, Any]) -> str:
+    """Each cross-connection variant against the data-plane targets: the verdict and what decided it."""
+    checks = [
+        ("tcp_ratio_ge_0.97", "TCP ≥ 0.97 veth", "paired_to_veth", "tcp_gbps"),
+        ("pps_ratio_ge_0.97", "pps ≥ 0.97 veth", "paired_to_veth", "udp_pps"),
+        ("latency_ratio_le_1.05", "p50 ≤ 1.05 veth", "paired_to_veth", "lat_p50_us"),
+        ("pps_better_than_bridge", "pps > bridge", "paired_to_bridge", "udp_pps"),
+        ("latency_better_than_bridge", "p50 < bridge", "paired_to_bridge", "lat_p50_us"),
+    ]
+    header = ["chain/variant", *(label for _, label, _, _ in checks), "ns/pkt < 100"]
+    rows = []
+    for name, verdicts in d["targets"].items():
+        chain, variant = name.split("/")
+        row: list[Any] = [name]
+        for key, _, reference, metric in checks:
+            est = d.get(reference, {}).get(chain, {}).get(variant, {}).get(metric)
+            row.append(f"{verdicts[key]}: {_paired(est)}")
+        cost = verdicts.get("ns_per_packet")
+        row.append(f"{verdicts['ns_per_packet_lt_100']}: {_paired(cost)}")
+        rows.append(row)
     return _table(header, rows)
 
 
@@ -137,6 +170,7 @@ def reaction(d: dict[str, Any]) -> str:
 TABLES: dict[str, Callable[[dict[str, Any]], str]] = {
     "resources": resources,
     "traffic": traffic,
+    "traffic_targets": traffic_targets,
     "traffic_best": traffic_best,
     "reaction": reaction,
     "remap": remap,
@@ -150,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     out_dir = Path(args[0] if args else "docs/results")
     for name, fn in TABLES.items():
-        path = out_dir / f"{name.removesuffix('_best')}.json"
+        section = name.removesuffix("_best").removesuffix("_targets")  # extra views of one section
+        path = out_dir / f"{section}.json"
         if path.exists():
             print(f"### {name}\n\n{fn(read_json(path)['data'])}\n")
     return 0

@@ -1,8 +1,11 @@
 """Figure 5: throughput, 64 B packet rate and latency of 2-pod and 3-pod chains, per interconnection.
 
-All topologies are built first; then every round runs every (chain, variant) once in a shuffled
-order, so slow drifts of this shared, noisy VM hit all variants alike. Results are medians over the
-rounds and ratios to the direct veth of the same chain, taken from the same run.
+All topologies are built first. Every round then measures one metric at a time on every variant of
+a chain, back to back in a shuffled order: a variant's figure and the direct veth's figure it is
+compared with are taken seconds apart, so the drifts of this shared VM (10-20 % between runs a
+minute apart) cancel out in their ratio. Each comparison is the median of these paired ratios with
+its sign-test 95 % confidence interval, and each target gets a verdict that may be "unresolved"
+(flexsfc.bench.paired). Medians of the raw figures and their ratios are kept for the plot.
 
 The eBPF cost per packet is measured in an extra phase per cross-connection run (BPF_ENABLE_STATS on,
 64 B UDP): statistics add two clock reads to every program run, so they stay off while the compared
@@ -13,11 +16,11 @@ import contextlib
 import random
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from flexsfc.bench import progstats, tools
+from flexsfc.bench import paired, progstats, tools
 from flexsfc.bench.common import BenchContext, SectionSkipped, median, section_result, summary
 from flexsfc.bench.topology import ChainTopology, Variant
 
@@ -29,8 +32,10 @@ METRICS = (
     "tcp_gbit_per_cpu_s",
     "udp_pkts_per_cpu_s",
 )
+# Metrics where more is better (the others are latencies).
+HIGHER_IS_BETTER = {"tcp_gbps", "udp_pps", "tcp_gbit_per_cpu_s", "udp_pkts_per_cpu_s"}
 
-# Targets of the data-plane issue, checked (not asserted) on the medians.
+# Targets of the data-plane issue, each judged on the paired ratios' confidence interval.
 TARGET_MIN_RATIO = 0.97  # TCP and 64 B pps versus the direct veth
 TARGET_MAX_LATENCY_RATIO = 1.05
 TARGET_MAX_NS_PER_PACKET = 100.0
@@ -41,16 +46,28 @@ class TrafficParams:
     rounds: int
     tcp_seconds: int
     udp_seconds: int
-    latency_seconds: int
+    latency_seconds: int  # sockperf -t: it keeps ~55 % of it after its warm-up, and adds ~2.2 s
     prog_cost_seconds: int
     udp_senders: int = 2
     chains: tuple[int, ...] = (2, 3)
 
 
+DEFAULT_ROUNDS = 9  # the fewest pairs whose sign-test interval (2nd to 8th of 9) covers 95 %
+
+
 def params_for(ctx: BenchContext) -> TrafficParams:
     if ctx.quick:
-        return TrafficParams(rounds=1, tcp_seconds=1, udp_seconds=1, latency_seconds=1, prog_cost_seconds=0)
-    return TrafficParams(rounds=6, tcp_seconds=3, udp_seconds=2, latency_seconds=2, prog_cost_seconds=1)
+        base = TrafficParams(rounds=1, tcp_seconds=1, udp_seconds=1, latency_seconds=1, prog_cost_seconds=0)
+    else:
+        base = TrafficParams(
+            rounds=DEFAULT_ROUNDS, tcp_seconds=1, udp_seconds=1, latency_seconds=1, prog_cost_seconds=1
+        )
+    overrides: dict[str, Any] = {}
+    if ctx.traffic_rounds is not None:
+        overrides["rounds"] = ctx.traffic_rounds
+    if ctx.traffic_chains:
+        overrides["chains"] = tuple(sorted(set(ctx.traffic_chains)))
+    return TrafficParams(**{**asdict(base), **overrides})
 
 
 def available_variants() -> tuple[list[Variant], str | None]:
@@ -63,6 +80,9 @@ def available_variants() -> tuple[list[Variant], str | None]:
     return [Variant.VETH, Variant.BRIDGE], reason
 
 
+Samples = dict[str, dict[str, dict[str, list[Any]]]]  # chain -> variant -> metric -> one value per round
+
+
 def run(ctx: BenchContext) -> dict[str, Any]:
     missing = [tool for tool in ("iperf3", "sockperf", "nft") if shutil.which(tool) is None]
     if missing:
@@ -72,8 +92,7 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     variants, xc_missing = available_variants()
     if xc_missing:
         ctx.log(f"traffic: cross-connection variants skipped: {xc_missing}")
-    combos = [(pods, variant) for pods in params.chains for variant in variants]
-    samples: dict[str, dict[str, dict[str, list[Any]]]] = {
+    samples: Samples = {
         _chain(p): {v.value: {m: [] for m in (*METRICS, "lat_p99_us", "ns_per_packet")} for v in variants}
         for p in params.chains
     }
@@ -81,28 +100,36 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     order: list[str] = []
     rng = random.Random(ctx.seed)
     with contextlib.ExitStack() as stack:
-        running: dict[tuple[int, Variant], tuple[ChainTopology, list[int]]] = {}
-        for pods, variant in combos:
-            topo = stack.enter_context(ChainTopology(pods, variant))
-            stack.enter_context(tools.Servers(topo, params.udp_senders))
-            if not topo.reachable():
-                errors.append(f"{topo.name}: server unreachable from the client; variant not measured")
-                continue
-            prog_ids = topo.prog_ids() if variant.is_xc else []
-            if variant.is_xc and not prog_ids:
-                raise SectionSkipped(f"no eBPF program found attached on {topo.name}'s host veths")
-            running[(pods, variant)] = (topo, prog_ids)
-        if not running:
+        running: dict[int, dict[Variant, tuple[ChainTopology, list[int]]]] = {p: {} for p in params.chains}
+        for pods in params.chains:
+            for variant in variants:
+                topo = stack.enter_context(ChainTopology(pods, variant))
+                stack.enter_context(tools.Servers(topo, params.udp_senders))
+                if not topo.reachable():
+                    errors.append(f"{topo.name}: server unreachable from the client; variant not measured")
+                    continue
+                prog_ids = topo.prog_ids() if variant.is_xc else []
+                if variant.is_xc and not prog_ids:
+                    raise SectionSkipped(f"no eBPF program found attached on {topo.name}'s host veths")
+                running[pods][variant] = (topo, prog_ids)
+        if not any(running.values()):
             raise SectionSkipped("no topology could pass traffic: " + "; ".join(errors))
         for round_index in range(params.rounds):
-            shuffled = [combo for combo in combos if combo in running]
-            rng.shuffle(shuffled)
-            for pods, variant in shuffled:
-                topo, prog_ids = running[(pods, variant)]
-                order.append(f"{round_index}:{topo.name}")
-                ctx.log(f"traffic: round {round_index + 1}/{params.rounds} {topo.name}")
-                bucket = samples[_chain(pods)][variant.value]
-                _measure(topo, prog_ids, params, bucket, errors)
+            chain_order = list(params.chains)
+            rng.shuffle(chain_order)
+            for pods in chain_order:
+                ctx.log(f"traffic: round {round_index + 1}/{params.rounds} {_chain(pods)}")
+                for kind in _KINDS:
+                    shuffled = list(running[pods])
+                    rng.shuffle(shuffled)
+                    for variant in shuffled:
+                        if kind == "program-cost" and not variant.is_xc:
+                            continue
+                        topo, prog_ids = running[pods][variant]
+                        order.append(f"{round_index}:{kind}:{topo.name}")
+                        bucket = samples[_chain(pods)][variant.value]
+                        _KINDS[kind](topo, prog_ids, params, bucket, errors)
+                _pad_missing(samples[_chain(pods)], round_index + 1)
     data = {
         "params": asdict(params),
         "variants": [v.value for v in variants],
@@ -114,7 +141,9 @@ def run(ctx: BenchContext) -> dict[str, Any]:
             for chain, by_variant in samples.items()
         },
         "ratios_to_veth": _ratios(samples),
-        "round_ratios_to_veth": _round_ratios(samples),
+        "paired_to_veth": _paired(samples, Variant.VETH.value),
+        "paired_to_bridge": _paired(samples, Variant.BRIDGE.value),
+        "confidence": paired.CONFIDENCE,
         "targets": _targets(samples),
         "errors": errors,
     }
@@ -125,42 +154,90 @@ def _chain(pods: int) -> str:
     return f"{pods}pod"
 
 
-def _measure(
-    topo: ChainTopology,
-    prog_ids: list[int],
-    params: TrafficParams,
-    bucket: dict[str, list[Any]],
-    errors: list[str],
+Bucket = dict[str, list[Any]]
+
+
+def _attempt(topo: ChainTopology, metric: str, fn: Callable[[], Any], errors: list[str]) -> Any:
+    """A failing tool records None (the round's pair is then left out) and the error."""
+    try:
+        return fn()
+    except tools.ToolError as exc:
+        errors.append(f"{topo.name} {metric}: {exc}")
+        return None
+
+
+def _measure_tcp(
+    topo: ChainTopology, prog_ids: list[int], params: TrafficParams, bucket: Bucket, errors: list[str]
 ) -> None:
-    """One run of every metric on one topology; a failing tool records None and the error."""
-
-    def attempt(metric: str, fn: Any) -> Any:
-        try:
-            return fn()
-        except tools.ToolError as exc:
-            errors.append(f"{topo.name} {metric}: {exc}")
-            return None
-
-    tcp = attempt("tcp", lambda: tools.tcp_gbps(topo, params.tcp_seconds))
+    tcp = _attempt(topo, "tcp", lambda: tools.tcp_gbps(topo, params.tcp_seconds), errors)
     bucket["tcp_gbps"].append(tcp.rate if tcp else None)
     bucket["tcp_gbit_per_cpu_s"].append(tcp.per_cpu if tcp else None)
+
+
+def _measure_udp(
+    topo: ChainTopology, prog_ids: list[int], params: TrafficParams, bucket: Bucket, errors: list[str]
+) -> None:
     # Quick mode (prog_cost_seconds == 0) reads the program cost during the UDP phase itself: one
     # phase less, at the price of statistics overhead in that UDP figure.
     shared_phase = bool(prog_ids) and params.prog_cost_seconds == 0
     with _program_cost(prog_ids if shared_phase else [], bucket):
-        udp = attempt("udp", lambda: tools.udp_pps(topo, params.udp_seconds, params.udp_senders))
+        udp = _attempt(
+            topo, "udp", lambda: tools.udp_pps(topo, params.udp_seconds, params.udp_senders), errors
+        )
     bucket["udp_pps"].append(udp.rate if udp else None)
     bucket["udp_pkts_per_cpu_s"].append(udp.per_cpu if udp else None)
-    latency = attempt("latency", lambda: tools.latency_us(topo, params.latency_seconds))
+
+
+def _measure_latency(
+    topo: ChainTopology, prog_ids: list[int], params: TrafficParams, bucket: Bucket, errors: list[str]
+) -> None:
+    latency = _attempt(topo, "latency", lambda: tools.latency_us(topo, params.latency_seconds), errors)
     bucket["lat_p50_us"].append(latency["p50"] if latency else None)
     bucket["lat_p99_us"].append(latency["p99"] if latency else None)
-    same_cpu = attempt(
-        "latency-same-cpu", lambda: tools.latency_us(topo, params.latency_seconds, same_cpu=True)
+
+
+def _measure_latency_same_cpu(
+    topo: ChainTopology, prog_ids: list[int], params: TrafficParams, bucket: Bucket, errors: list[str]
+) -> None:
+    same_cpu = _attempt(
+        topo,
+        "latency-same-cpu",
+        lambda: tools.latency_us(topo, params.latency_seconds, same_cpu=True),
+        errors,
     )
     bucket["lat_same_cpu_p50_us"].append(same_cpu["p50"] if same_cpu else None)
-    if prog_ids and not shared_phase:
+
+
+def _measure_program_cost(
+    topo: ChainTopology, prog_ids: list[int], params: TrafficParams, bucket: Bucket, errors: list[str]
+) -> None:
+    if prog_ids and params.prog_cost_seconds > 0:
         with _program_cost(prog_ids, bucket):
-            attempt("prog-cost", lambda: tools.udp_pps(topo, params.prog_cost_seconds, params.udp_senders))
+            _attempt(
+                topo,
+                "prog-cost",
+                lambda: tools.udp_pps(topo, params.prog_cost_seconds, params.udp_senders),
+                errors,
+            )
+
+
+# One metric at a time over all variants of a chain (see the module docstring).
+_KINDS: dict[str, Callable[[ChainTopology, list[int], TrafficParams, Bucket, list[str]], None]] = {
+    "tcp": _measure_tcp,
+    "udp": _measure_udp,
+    "latency": _measure_latency,
+    "latency-same-cpu": _measure_latency_same_cpu,
+    "program-cost": _measure_program_cost,
+}
+
+
+def _pad_missing(by_variant: dict[str, Bucket], rounds_done: int) -> None:
+    """Every series holds one entry per round (None where nothing was measured), so pairs line up."""
+    for variant, per in by_variant.items():
+        for metric, values in per.items():
+            if metric == "ns_per_packet" and not Variant(variant).is_xc:
+                continue
+            values.extend([None] * (rounds_done - len(values)))
 
 
 @contextlib.contextmanager
@@ -190,55 +267,55 @@ def _ratios(samples: dict[str, dict[str, dict[str, list[Any]]]]) -> dict[str, di
     return out
 
 
-def _round_ratios(samples: dict[str, dict[str, dict[str, list[Any]]]]) -> dict[str, dict[str, Any]]:
-    """Median over rounds of (variant / veth of the same round): pairs runs close in time."""
-    out: dict[str, dict[str, Any]] = {}
+def _paired(samples: Samples, reference: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per chain, variant and metric: the median of variant / reference over the rounds, with its
+    confidence interval (pairs measured seconds apart, see the module docstring)."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
     for chain, by_variant in samples.items():
-        base = by_variant.get(Variant.VETH.value, {})
+        base = by_variant.get(reference)
+        if base is None:
+            continue
         out[chain] = {}
         for variant, per in by_variant.items():
+            if variant == reference:
+                continue
             out[chain][variant] = {}
             for metric in METRICS:
-                pairs = zip(per[metric], base.get(metric, []), strict=False)
-                ratios = [v / r for v, r in pairs if v and r]
-                out[chain][variant][metric] = round(median(ratios), 4) if ratios else None
+                est = paired.estimate(paired.ratios(per[metric], base[metric]))
+                out[chain][variant][metric] = est.as_dict() if est else None
     return out
 
 
-def _targets(samples: dict[str, dict[str, dict[str, list[Any]]]]) -> dict[str, dict[str, Any]]:
-    """The data-plane issue's targets for each cross-connection variant, evaluated on the medians."""
-    ratios = _ratios(samples)
+def _targets(samples: Samples) -> dict[str, dict[str, Any]]:
+    """The data-plane issue's targets for each cross-connection variant: met, missed or unresolved at
+    the run's confidence, judged on the paired ratios (and on the rounds' program costs)."""
     out: dict[str, dict[str, Any]] = {}
-    for chain, by_variant in ratios.items():
-        bridge = by_variant.get(Variant.BRIDGE.value, {})
+    for chain, by_variant in samples.items():
+        veth = by_variant.get(Variant.VETH.value)
+        bridge = by_variant.get(Variant.BRIDGE.value)
         for variant in (Variant.XC_PEER.value, Variant.XC_REDIRECT.value):
-            if variant not in by_variant:
+            per = by_variant.get(variant)
+            if per is None or veth is None:
                 continue
-            r = by_variant[variant]
-            cost = median(samples[chain][variant]["ns_per_packet"])
-            out[f"{chain}/{variant}"] = {
-                "tcp_ratio_ge_0.97": _ge(r["tcp_gbps"], TARGET_MIN_RATIO),
-                "pps_ratio_ge_0.97": _ge(r["udp_pps"], TARGET_MIN_RATIO),
-                "latency_ratio_le_1.05": _le(r["lat_p50_us"], TARGET_MAX_LATENCY_RATIO),
-                "latency_same_cpu_ratio_le_1.05": _le(r["lat_same_cpu_p50_us"], TARGET_MAX_LATENCY_RATIO),
-                "pps_better_than_bridge": _gt(r["udp_pps"], bridge.get("udp_pps")),
-                "latency_better_than_bridge": _gt(bridge.get("lat_p50_us"), r["lat_p50_us"]),
-                "latency_same_cpu_better_than_bridge": _gt(
-                    bridge.get("lat_same_cpu_p50_us"), r["lat_same_cpu_p50_us"]
+
+            def to(ref: Bucket | None, metric: str, values: Bucket = per) -> paired.RatioEstimate | None:
+                return paired.estimate(paired.ratios(values[metric], ref[metric])) if ref else None
+
+            cost = paired.estimate(v for v in per["ns_per_packet"] if v is not None)
+            verdicts = {
+                "tcp_ratio_ge_0.97": paired.at_least(to(veth, "tcp_gbps"), TARGET_MIN_RATIO),
+                "pps_ratio_ge_0.97": paired.at_least(to(veth, "udp_pps"), TARGET_MIN_RATIO),
+                "latency_ratio_le_1.05": paired.at_most(to(veth, "lat_p50_us"), TARGET_MAX_LATENCY_RATIO),
+                "latency_same_cpu_ratio_le_1.05": paired.at_most(
+                    to(veth, "lat_same_cpu_p50_us"), TARGET_MAX_LATENCY_RATIO
                 ),
-                "ns_per_packet": cost,
-                "ns_per_packet_lt_100": _gt(TARGET_MAX_NS_PER_PACKET, cost),
+                "pps_better_than_bridge": paired.at_least(to(bridge, "udp_pps"), 1.0),
+                "latency_better_than_bridge": paired.at_most(to(bridge, "lat_p50_us"), 1.0),
+                "latency_same_cpu_better_than_bridge": paired.at_most(to(bridge, "lat_same_cpu_p50_us"), 1.0),
+                "ns_per_packet_lt_100": paired.at_most(cost, TARGET_MAX_NS_PER_PACKET),
+            }
+            out[f"{chain}/{variant}"] = {
+                **{name: verdict.value for name, verdict in verdicts.items()},
+                "ns_per_packet": cost.as_dict() if cost else None,
             }
     return out
-
-
-def _ge(value: float | None, bound: float) -> bool | None:
-    return None if value is None else value >= bound
-
-
-def _le(value: float | None, bound: float) -> bool | None:
-    return None if value is None else value <= bound
-
-
-def _gt(a: float | None, b: float | None) -> bool | None:
-    return None if a is None or b is None else a > b

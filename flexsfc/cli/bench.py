@@ -46,8 +46,31 @@ def _interrupt_on_sigterm() -> None:
     help="Directory for the JSON results and PNG plots.",
 )
 @click.option("--seed", default=1, show_default=True, help="Seed of the interleaving order and flow sets.")
+@click.option(
+    "--rounds",
+    "traffic_rounds",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Paired rounds of the traffic section (default 9, 1 with --quick): more rounds narrow the "
+    "confidence intervals that decide its targets.",
+)
+@click.option(
+    "--chain",
+    "traffic_chains",
+    multiple=True,
+    type=click.Choice(["2", "3"]),
+    help="Traffic section: measure only this chain length in pods (repeatable; default both).",
+)
 @click.option("--replot", is_flag=True, help="Only regenerate the plots from the JSON results in --out.")
-def bench(quick: bool, only: tuple[str, ...], out_dir: Path, seed: int, replot: bool) -> None:
+def bench(
+    quick: bool,
+    only: tuple[str, ...],
+    out_dir: Path,
+    seed: int,
+    traffic_rounds: int | None,
+    traffic_chains: tuple[str, ...],
+    replot: bool,
+) -> None:
     """Run the evaluation: Figures 4-7 of the paper plus remapping, loss, scale and session-fill.
 
     Needs root for every section but `resources`. Writes <out>/<section>.json, <out>/*.png and
@@ -62,6 +85,8 @@ def bench(quick: bool, only: tuple[str, ...], out_dir: Path, seed: int, replot: 
         command=command_line(),
         seed=seed,
         log=lambda line: click.echo(line, err=True),
+        traffic_rounds=traffic_rounds,
+        traffic_chains=tuple(int(pods) for pods in traffic_chains),
     )
     if replot:
         for path in harness.replot(ctx):
