@@ -17,6 +17,10 @@ OBJECT_NAME = "xconnect.bpf.o"
 # Native helper for the Maglev fill loop (maglev.py falls back to Python without it).
 MAGLEV_SOURCE = Path(__file__).parent / "bpf" / "maglev_fill.c"
 MAGLEV_LIB_NAME = "maglev_fill.so"
+# Native compare-and-swap of port state bytes (slot_state.py); required by the facade.
+SLOT_STATE_SOURCE = Path(__file__).parent / "bpf" / "slot_state.c"
+SLOT_STATE_LIB_NAME = "slot_state.so"
+NATIVE_FLAGS = ["-O2", "-Wall", "-Werror", "-shared", "-fPIC"]
 # -g: BTF, without which libbpf refuses BTF-defined maps. The multiarch include dir holds asm/types.h.
 CFLAGS = ["-O2", "-g", "-Wall", "-Werror", "-target", "bpf"]
 
@@ -45,6 +49,10 @@ def maglev_lib_path() -> Path:
     return _output_path(MAGLEV_LIB_NAME)
 
 
+def slot_state_lib_path() -> Path:
+    return _output_path(SLOT_STATE_LIB_NAME)
+
+
 def _compile(source: Path, target: Path, flags: list[str], force: bool) -> Path:
     if not force and target.exists() and target.stat().st_mtime >= source.stat().st_mtime:
         return target
@@ -68,13 +76,19 @@ def ensure_built(force: bool = False) -> Path:
 
 def ensure_maglev_lib(force: bool = False) -> Path:
     """Path of the native Maglev fill helper (compiles when missing or stale)."""
-    return _compile(MAGLEV_SOURCE, maglev_lib_path(), ["-O2", "-Wall", "-Werror", "-shared", "-fPIC"], force)
+    return _compile(MAGLEV_SOURCE, maglev_lib_path(), NATIVE_FLAGS, force)
+
+
+def ensure_slot_state_lib(force: bool = False) -> Path:
+    """Path of the native state-byte helper (compiles when missing or stale)."""
+    return _compile(SLOT_STATE_SOURCE, slot_state_lib_path(), NATIVE_FLAGS, force)
 
 
 def main() -> int:
     force = "--force" in sys.argv[1:]
     print(f"eBPF object: {ensure_built(force=force)}")
     print(f"Maglev helper: {ensure_maglev_lib(force=force)}")
+    print(f"Port state helper: {ensure_slot_state_lib(force=force)}")
     return 0
 
 

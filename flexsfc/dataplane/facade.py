@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from flexsfc.dataplane import libbpf, maps, tcfilter
+from flexsfc.dataplane import libbpf, maps, slot_state, tcfilter
 from flexsfc.dataplane.api import (
     Neighbour,
     PortStats,
@@ -597,8 +597,13 @@ class Dataplane:
         self._write_port_info(
             port.ifindex, maps.PortInfo(xc=port.xc, slot=port.slot, side=port.side, state=state)
         )
-        # Only the state byte of the slot: rewriting the slot would reset its counters.
-        self._slots[:, port.slot]["state"] = state
+        # Only the state byte of the slot (rewriting the slot would reset its counters), and never
+        # over a leaving mark the CNI plugin wrote since _follow_leaving looked.
+        if slot_state.set_state(self._slots, port.slot, state) and state != maps.PORT_LEAVING:
+            state = maps.PORT_LEAVING
+            self._write_port_info(
+                port.ifindex, maps.PortInfo(xc=port.xc, slot=port.slot, side=port.side, state=state)
+            )
         port.state, port.identity = state, identity
 
     def _follow_leaving(self, port: _Port) -> bool:

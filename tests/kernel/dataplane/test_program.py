@@ -10,6 +10,7 @@ import os
 import random
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -207,6 +208,35 @@ def test_ports_marked_leaving_elsewhere_stay_leaving(host, xc: Xc, pin_dir: str)
         states = {r.ifindex: r.state for r in reopened.replicas(xc.name, Side.B)}
     assert states[leaving] is ReplicaState.LEAVING
     assert retire.retire_ports(pin_dir + "-none", [leaving]) == []
+
+
+def test_a_leaving_mark_written_while_the_agent_updates_the_port_survives(
+    xc: Xc, pin_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worst moment for the CNI plugin's mark: after the facade has read the port's state and
+    before it writes the new one (here a replica turning draining). The write is a compare-and-swap,
+    so the mark stays, in every CPU's copy. The interleaving is forced by running the plugin's code
+    (retire.retire_ports, through the pins) from inside that gap; a plain store loses the mark."""
+    established = _established_and_cached(xc, 200)
+    leaving = xc.b[2]
+    follow = xc.dp._follow_leaving
+    marked: list[int] = []
+
+    def cni_marks_in_the_gap(port: Any) -> bool:
+        answer = follow(port)
+        if port.ifindex == leaving and not marked:
+            marked.extend(retire.retire_ports(pin_dir, [leaving]))
+        return answer
+
+    monkeypatch.setattr(xc.dp, "_follow_leaving", cni_marks_in_the_gap)
+    xc.dp.set_replicas(xc.name, Side.B, xc.replicas_b({leaving: ReplicaState.DRAINING}))
+    assert marked == [leaving]
+    monkeypatch.undo()
+    port = xc.dp._ports[leaving]
+    assert set(xc.dp._slots[:, port.slot]["state"]) == {maps.PORT_LEAVING}
+    assert {r.ifindex: r.state for r in xc.dp.replicas(xc.name, Side.B)}[leaving] is ReplicaState.LEAVING
+    assert leaving not in xc.dp.maglev_table(xc.name, Side.B)
+    _check_leaving(xc, established, leaving)
 
 
 def test_added_replica_moves_no_session_and_takes_new_flows(host, xc: Xc) -> None:
