@@ -37,7 +37,7 @@ def resources(d: dict[str, Any]) -> str:
     return _table(["instances", "NF-level (mCPU)", "whole chain (mCPU)", "saved"], rows)
 
 
-def _paired(est: dict[str, Any] | None) -> str:
+def _with_interval(est: dict[str, Any] | None) -> str:
     """A paired ratio as "median [low, high]"."""
     if not est:
         return "n/a"
@@ -69,7 +69,7 @@ def traffic(d: dict[str, Any]) -> str:
                 value = (s.get(key) or {}).get("median")
                 row.append(value * scale if value is not None else None)
                 est = d.get("paired_to_veth", {}).get(chain, {}).get(variant, {}).get(key)
-                row.append("1" if variant == "veth" else _paired(est))
+                row.append("1" if variant == "veth" else _with_interval(est))
             row.append(s["ns_per_packet"]["median"])
             rows.append(row)
     return _table(header, rows)
@@ -91,9 +91,9 @@ def traffic_targets(d: dict[str, Any]) -> str:
         row: list[Any] = [name]
         for key, _, reference, metric in checks:
             est = d.get(reference, {}).get(chain, {}).get(variant, {}).get(metric)
-            row.append(f"{verdicts[key]}: {_paired(est)}")
+            row.append(f"{verdicts[key]}: {_with_interval(est)}")
         cost = verdicts.get("ns_per_packet")
-        row.append(f"{verdicts['ns_per_packet_lt_100']}: {_paired(cost)}")
+        row.append(f"{verdicts['ns_per_packet_lt_100']}: {_with_interval(cost)}")
         rows.append(row)
     return _table(header, rows)
 

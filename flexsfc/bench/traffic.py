@@ -2,10 +2,11 @@
 
 All topologies are built first. Every round then measures one metric at a time on every variant of
 a chain, back to back in a shuffled order: a variant's figure and the direct veth's figure it is
-compared with are taken seconds apart, so the drifts of this shared VM (10-20 % between runs a
-minute apart) cancel out in their ratio. Each comparison is the median of these paired ratios with
-its sign-test 95 % confidence interval, and each target gets a verdict that may be "unresolved"
-(flexsfc.bench.paired). Medians of the raw figures and their ratios are kept for the plot.
+compared with are taken seconds apart, so the slow drifts of this shared VM hit both alike. What
+remains is run-to-run noise of 10-20 %, which the comparison states instead of hiding: each is the
+median of the paired ratios with its sign-test 95 % confidence interval, and each target gets a
+verdict that may be "unresolved" (flexsfc.bench.paired). Medians of the raw figures and their ratios
+are kept for the plot.
 
 The eBPF cost per packet is measured in an extra phase per cross-connection run (BPF_ENABLE_STATS on,
 64 B UDP): statistics add two clock reads to every program run, so they stay off while the compared
@@ -32,8 +33,6 @@ METRICS = (
     "tcp_gbit_per_cpu_s",
     "udp_pkts_per_cpu_s",
 )
-# Metrics where more is better (the others are latencies).
-HIGHER_IS_BETTER = {"tcp_gbps", "udp_pps", "tcp_gbit_per_cpu_s", "udp_pkts_per_cpu_s"}
 
 # Targets of the data-plane issue, each judged on the paired ratios' confidence interval.
 TARGET_MIN_RATIO = 0.97  # TCP and 64 B pps versus the direct veth
