@@ -128,7 +128,6 @@ def run(ctx: BenchContext) -> dict[str, Any]:
                         order.append(f"{round_index}:{kind}:{topo.name}")
                         bucket = samples[_chain(pods)][variant.value]
                         _KINDS[kind](topo, prog_ids, params, bucket, errors)
-                _pad_missing(samples[_chain(pods)], round_index + 1)
     data = {
         "params": asdict(params),
         "variants": [v.value for v in variants],
@@ -220,7 +219,8 @@ def _measure_program_cost(
             )
 
 
-# One metric at a time over all variants of a chain (see the module docstring).
+# One metric at a time over all variants of a chain (see the module docstring). Each appends exactly
+# one value (None when its tool failed) to each of its series, so the rounds' pairs line up.
 _KINDS: dict[str, Callable[[ChainTopology, list[int], TrafficParams, Bucket, list[str]], None]] = {
     "tcp": _measure_tcp,
     "udp": _measure_udp,
@@ -228,15 +228,6 @@ _KINDS: dict[str, Callable[[ChainTopology, list[int], TrafficParams, Bucket, lis
     "latency-same-cpu": _measure_latency_same_cpu,
     "program-cost": _measure_program_cost,
 }
-
-
-def _pad_missing(by_variant: dict[str, Bucket], rounds_done: int) -> None:
-    """Every series holds one entry per round (None where nothing was measured), so pairs line up."""
-    for variant, per in by_variant.items():
-        for metric, values in per.items():
-            if metric == "ns_per_packet" and not Variant(variant).is_xc:
-                continue
-            values.extend([None] * (rounds_done - len(values)))
 
 
 @contextlib.contextmanager
