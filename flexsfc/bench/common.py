@@ -27,6 +27,7 @@ class BenchContext:
     log: Any = field(default=print, repr=False)  # callable(str) for progress lines
     traffic_rounds: int | None = None  # overrides the traffic section's paired rounds
     traffic_chains: tuple[int, ...] = ()  # only these chain lengths in the traffic section
+    udp_senders: int | None = None  # fixed 64 B UDP sender count (default: calibrated)
 
     def pick(self, quick: Any, full: Any) -> Any:
         """The quick-mode value or the full-mode value of a parameter."""

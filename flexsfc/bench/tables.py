@@ -60,7 +60,7 @@ def traffic(d: dict[str, Any]) -> str:
     header = ["chain", "variant"]
     for _, label, _ in TRAFFIC_METRICS:
         header += [label, "paired ratio [CI]"]
-    header.append("eBPF ns/pkt")
+    header += ["64 B lost %", "eBPF ns/pkt"]
     rows = []
     for chain, by_variant in d["summary"].items():
         for variant, s in by_variant.items():
@@ -70,6 +70,8 @@ def traffic(d: dict[str, Any]) -> str:
                 row.append(value * scale if value is not None else None)
                 est = d.get("paired_to_veth", {}).get(chain, {}).get(variant, {}).get(key)
                 row.append("1" if variant == "veth" else _with_interval(est))
+            loss = (s.get("udp_loss") or {}).get("median")  # not recorded by runs before 2026-11-26
+            row.append(loss * 100 if loss is not None else None)
             row.append(s["ns_per_packet"]["median"])
             rows.append(row)
     return _table(header, rows)

@@ -3,9 +3,10 @@
 Servers are started once per topology and killed by PID; every client run returns parsed numbers.
 
 The endpoints are left to the scheduler. (Pinning clients to CPU 0 and servers to CPU 1 was tried:
-in full runs it spread the rounds of one variant further, not less, and put the whole 64 B load of
-two senders on one CPU.) A second latency figure runs both ends of the ping-pong on CPU 0: without
-the cross-CPU wake-up it shows what the path itself costs. No pinning on a single-CPU machine.
+with two 64 B senders it spread the rounds of one variant further, not less; with one sender, 20
+paired rounds came out as wide pinned as unpinned.) A second latency figure runs both ends of the
+ping-pong on CPU 0: without the cross-CPU wake-up it shows what the path itself costs. No pinning
+on a single-CPU machine.
 """
 
 import contextlib
@@ -113,6 +114,14 @@ def _collect(proc: subprocess.Popen[str], seconds: float) -> str:
 class Throughput:
     rate: float  # Gbit/s (TCP) or packets/s (UDP), received
     cpu_seconds_per_second: float  # CPU used by iperf3 client(s) and server(s) per wall-clock second
+    offered: float | None = None  # UDP: packets/s the senders put on the wire
+
+    @property
+    def loss(self) -> float | None:
+        """Share of the offered UDP packets that did not arrive (a receiver that cannot keep up)."""
+        if not self.offered:
+            return None
+        return max(0.0, 1.0 - self.rate / self.offered)
 
     @property
     def per_cpu(self) -> float | None:
@@ -133,23 +142,25 @@ def tcp_gbps(topo: ChainTopology, seconds: float) -> Throughput:
 
 
 def udp_pps(topo: ChainTopology, seconds: float, senders: int) -> Throughput:
-    """64 B UDP from `senders` parallel unthrottled iperf3 clients: packets per second received."""
+    """64 B UDP from `senders` parallel unthrottled iperf3 clients: packets per second received (and
+    offered: the senders' rate)."""
     argv = ["iperf3", "-u", "-l", str(UDP_PAYLOAD), "-b", "0", "-t", str(seconds), "-J", "-c", SERVER_IP]
     procs = [_client(topo, [*argv, "-p", str(UDP_BASE_PORT + i)]) for i in range(senders)]
-    total = cpu = 0.0
+    total = offered = cpu = 0.0
     errors: list[str] = []
     for proc in procs:
         try:
             report = json.loads(_collect(proc, seconds))
-            received = report["end"]["sum_received"]
-        except (ToolError, KeyError, json.JSONDecodeError) as exc:
+            received, sent = report["end"]["sum_received"], report["end"]["sum_sent"]
+            total += (received["packets"] - received["lost_packets"]) / received["seconds"]
+            offered += sent["packets"] / sent["seconds"]
+        except (ToolError, KeyError, ZeroDivisionError, json.JSONDecodeError) as exc:
             errors.append(str(exc))
             continue
-        total += (received["packets"] - received["lost_packets"]) / received["seconds"]
         cpu += _cpu(report)
     if errors:
         raise ToolError("; ".join(errors))
-    return Throughput(total, cpu)
+    return Throughput(total, cpu, offered)
 
 
 def latency_us(topo: ChainTopology, seconds: float, *, same_cpu: bool = False) -> dict[str, float]:

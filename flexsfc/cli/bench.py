@@ -61,6 +61,13 @@ def _interrupt_on_sigterm() -> None:
     type=click.Choice(["2", "3"]),
     help="Traffic section: measure only this chain length in pods (repeatable; default both).",
 )
+@click.option(
+    "--udp-senders",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Traffic section: parallel 64 B UDP senders (default: the count that delivers the most "
+    "packets on the direct veth, found by a short calibration).",
+)
 @click.option("--replot", is_flag=True, help="Only regenerate the plots from the JSON results in --out.")
 def bench(
     quick: bool,
@@ -69,6 +76,7 @@ def bench(
     seed: int,
     traffic_rounds: int | None,
     traffic_chains: tuple[str, ...],
+    udp_senders: int | None,
     replot: bool,
 ) -> None:
     """Run the evaluation: Figures 4-7 of the paper plus remapping, loss, scale and session-fill.
@@ -87,6 +95,7 @@ def bench(
         log=lambda line: click.echo(line, err=True),
         traffic_rounds=traffic_rounds,
         traffic_chains=tuple(int(pods) for pods in traffic_chains),
+        udp_senders=udp_senders,
     )
     if replot:
         for path in harness.replot(ctx):

@@ -49,6 +49,11 @@ def test_bench_quick_writes_results_for_every_section(tmp_path: Path) -> None:
         assert result["machine"]["nproc"] >= 1
         for plot in entry["plots"]:
             assert (out / plot).stat().st_size > 0
+        if name == "traffic":  # the 64 B sender count was calibrated, and every UDP run says its loss
+            data = result["data"]
+            assert data["params"]["udp_senders"] == data["udp_sender_calibration"]["senders"] >= 1
+            veth = data["samples"]["2pod"]["veth"]
+            assert len(veth["udp_loss"]) == len(veth["udp_pps"])
     # Figure 4 and the remap comparison need nothing but the repository: they always run.
     assert index["sections"]["resources"]["status"] == "ok"
     assert "fig4_resources.png" in index["sections"]["resources"]["plots"]

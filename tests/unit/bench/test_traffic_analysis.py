@@ -1,8 +1,11 @@
-"""The traffic section's analysis on made-up samples: rounds pair up, and targets get verdicts.
+"""The traffic section's analysis on made-up samples: rounds pair up, targets get verdicts, and the
+UDP sender calibration keeps the count that delivers most.
 
 No traffic here (that is tests/e2e/test_bench_smoke.py); only the arithmetic on its results.
 """
 
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from flexsfc.bench import traffic
@@ -62,3 +65,47 @@ def test_a_failed_round_drops_only_its_own_pair() -> None:
     samples = _samples(xc_tcp=[0.99] * ROUNDS)
     samples["2pod"]["veth"]["udp_pps"][3] = None
     assert traffic._paired(samples, "veth")["2pod"]["xc-peer"]["udp_pps"]["pairs"] == ROUNDS - 1
+
+
+def test_the_calibration_keeps_the_sender_count_that_delivers_most(monkeypatch: Any) -> None:
+    # The tool is replaced by a table of rates (the real iperf3 runs in tests/e2e/test_bench_smoke.py):
+    # two senders offer more but overload the receiver, which delivers less than one sender alone.
+    delivered = {1: 400e3, 2: 250e3, 3: 240e3}
+    calls: list[int] = []
+
+    def fake_udp_pps(topo: Any, seconds: float, senders: int) -> traffic.tools.Throughput:
+        calls.append(senders)
+        return traffic.tools.Throughput(delivered[senders], 1.0, offered=senders * 380e3)
+
+    monkeypatch.setattr(traffic.tools, "udp_pps", fake_udp_pps)
+    monkeypatch.setattr(traffic, "_max_senders", lambda: 3)
+    ctx = traffic.BenchContext(out_dir=Path("/nonexistent"), log=lambda line: None)
+    params = traffic.TrafficParams(
+        rounds=1, tcp_seconds=1, udp_seconds=1, latency_seconds=1, prog_cost_seconds=1
+    )
+    errors: list[str] = []
+    topo = SimpleNamespace(name="2pod-veth")
+    result = traffic._calibrate_senders(topo, params, ctx, errors)  # type: ignore[arg-type]
+    assert result["senders"] == 1
+    assert calls == [1, 2, 3] * traffic.CALIBRATION_PASSES  # counts alternate over the passes
+    assert result["trials"]["2"][0]["loss"] == 1 - 250e3 / 760e3
+    assert errors == []
+
+
+def test_a_failing_count_is_reported_and_never_chosen(monkeypatch: Any) -> None:
+    def fake_udp_pps(topo: Any, seconds: float, senders: int) -> traffic.tools.Throughput:
+        if senders == 1:
+            raise traffic.tools.ToolError("iperf3 refused")
+        return traffic.tools.Throughput(300e3, 1.0, offered=300e3)
+
+    monkeypatch.setattr(traffic.tools, "udp_pps", fake_udp_pps)
+    monkeypatch.setattr(traffic, "_max_senders", lambda: 2)
+    ctx = traffic.BenchContext(out_dir=Path("/nonexistent"), log=lambda line: None)
+    params = traffic.TrafficParams(
+        rounds=1, tcp_seconds=1, udp_seconds=1, latency_seconds=1, prog_cost_seconds=1
+    )
+    errors: list[str] = []
+    result = traffic._calibrate_senders(SimpleNamespace(name="t"), params, ctx, errors)  # type: ignore[arg-type]
+    assert result["senders"] == 2
+    assert result["trials"]["1"] == []
+    assert len(errors) == traffic.CALIBRATION_PASSES and "iperf3 refused" in errors[0]
