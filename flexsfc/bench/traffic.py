@@ -118,7 +118,7 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     errors: list[str] = []
     order: list[str] = []
     rng = random.Random(ctx.seed)
-    calibration: dict[str, Any] = {}
+    calibration: dict[str, Any] = {"senders": params.udp_senders, "fixed": True}
     server_slots = params.udp_senders or _max_senders()
     with contextlib.ExitStack() as stack:
         running: dict[int, dict[Variant, tuple[ChainTopology, list[int]]]] = {p: {} for p in params.chains}
