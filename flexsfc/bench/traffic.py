@@ -11,9 +11,9 @@ are kept for the plot.
 The 64 B rate is measured with as many unthrottled senders as the machine can deliver: a short
 calibration on the direct veth tries 1 to min(CPUs, 4) senders and keeps the count with the highest
 delivered rate. More senders than that do not add forwarding work: they overload the receivers,
-whose sockets then drop most of what arrives (two senders on two CPUs offer ~760 kpps here and ~280
-kpps arrive), and the delivered rate measures how the scheduler splits the CPUs, not the path. The
-lost share is kept per run (`udp_loss`).
+whose sockets then drop most of what arrives (two senders on two CPUs offer 565-748 kpps here and
+227-277 kpps arrive), and the delivered rate measures how the scheduler splits the CPUs, not the
+path. The lost share is kept per run (`udp_loss`).
 
 The eBPF cost per packet is measured in an extra phase per cross-connection run (BPF_ENABLE_STATS on,
 64 B UDP): statistics add two clock reads to every program run, so they stay off while the compared
