@@ -6,7 +6,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
-APT_PACKAGES=(clang llvm libbpf-dev bpftool iproute2 iperf3 nftables containernetworking-plugins
+APT_PACKAGES=(clang llvm libbpf-dev bpftool iproute2 iperf3 nftables containernetworking-plugins linux-perf
   sockperf socat tcpdump ethtool python3-venv make)
 
 if [ "$(id -u)" -ne 0 ]; then

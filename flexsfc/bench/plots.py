@@ -172,6 +172,35 @@ def plot_remap(result: dict[str, Any], out_dir: Path) -> list[Path]:
     return [_save(fig, out_dir, "remap.png")]
 
 
+PATH_GROUP_LABELS = {
+    "program": "eBPF program",
+    "tc_hook": "TC ingress hook",
+    "redirect": "redirect into the pod",
+    "receive_loop": "receive loop, once more",
+}
+
+
+def plot_path_cost(result: dict[str, Any], out_dir: Path) -> list[Path]:
+    d = result["data"]
+    variants = list(d["over_veth"])
+    fig, ax = plt.subplots(figsize=(7, 2.8))
+    left = [0.0] * len(variants)
+    for group in d["groups"]:
+        widths = [max(0.0, d["over_veth"][v][group] or 0.0) for v in variants]
+        ax.barh(variants, widths, left=left, label=PATH_GROUP_LABELS.get(group, group))
+        left = [a + b for a, b in zip(left, widths, strict=True)]
+    for y, v in enumerate(variants):
+        total = d["over_veth"][v]["total"]
+        if total is not None:
+            ax.text(left[y] + 1, y, f"{total:.0f} ns", va="center", fontsize=8)
+    ax.set_xlabel("CPU per packet over the direct veth (ns, median of paired rounds)")
+    ax.invert_yaxis()
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("Where a cross-connection's per-packet cost goes (perf cpu-clock samples)", fontsize=10)
+    return [_save(fig, out_dir, "path_cost.png")]
+
+
 def plot_session_fill(result: dict[str, Any], out_dir: Path) -> list[Path]:
     d = result["data"]
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -310,6 +339,7 @@ def plot_reaction(result: dict[str, Any], out_dir: Path) -> list[Path]:
 PLOTTERS: dict[str, Callable[[dict[str, Any], Path], list[Path]]] = {
     "resources": plot_resources,
     "traffic": plot_traffic,
+    "path_cost": plot_path_cost,
     "reaction": plot_reaction,
     "remap": plot_remap,
     "session_fill": plot_session_fill,

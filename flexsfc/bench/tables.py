@@ -162,6 +162,22 @@ def session_fill(d: dict[str, Any]) -> str:
     return _table(["sessions", "hit ns/pkt (net)", "new session ns/pkt"], rows)
 
 
+def path_cost(d: dict[str, Any]) -> str:
+    """ns per packet by part of the path: medians per variant, and over the veth of the same round."""
+    variants = list(d["summary"])
+    extra = [v for v in variants if v in d["over_veth"]]
+    header = ["part", *variants, *(f"{v} over veth" for v in extra)]
+    rows = []
+    for group in [*d["groups"], "total"]:
+        row: list[Any] = [group]
+        row += [d["summary"][v][group]["median"] for v in variants]
+        row += [d["over_veth"][v][group] for v in extra]
+        rows.append(row)
+    senders = [d["summary"][v]["sender_ns_per_packet"]["median"] for v in variants]
+    rows.append(["sender CPU per packet", *senders, *([None] * len(extra))])
+    return _table(header, rows)
+
+
 def reaction(d: dict[str, Any]) -> str:
     rows = [[label, start, duration] for label, start, duration in d["gantt_scale_out"]]
     rows += [[k, "", v.get("median")] for k, v in d["scale_in"].items()]
@@ -174,6 +190,7 @@ TABLES: dict[str, Callable[[dict[str, Any]], str]] = {
     "traffic": traffic,
     "traffic_targets": traffic_targets,
     "traffic_best": traffic_best,
+    "path_cost": path_cost,
     "reaction": reaction,
     "remap": remap,
     "scale_loss": scale_loss,

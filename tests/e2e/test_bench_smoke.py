@@ -54,6 +54,9 @@ def test_bench_quick_writes_results_for_every_section(tmp_path: Path) -> None:
             assert data["params"]["udp_senders"] == data["udp_sender_calibration"]["senders"] >= 1
             veth = data["samples"]["2pod"]["veth"]
             assert len(veth["udp_loss"]) == len(veth["udp_pps"])
+        if name == "path_cost":  # the samples found the cross-connection's program and hook
+            over = result["data"]["over_veth"]["xc-peer"]
+            assert over["program"] > 0 and over["tc_hook"] > 0
     # Figure 4 and the remap comparison need nothing but the repository: they always run.
     assert index["sections"]["resources"]["status"] == "ok"
     assert "fig4_resources.png" in index["sections"]["resources"]["plots"]
