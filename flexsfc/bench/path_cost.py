@@ -6,13 +6,17 @@ Three ways from the client pod to the server pod, alternated in a shuffled order
 - ``veth``: a veth pair straight between the pods (the reference);
 - ``xc-peer``: host-side veths joined by a flexsfc cross-connection forwarding with bpf_redirect_peer;
 - ``bare-peer``: the same topology with the client port's filter running a 4-instruction
-  `bpf_redirect_peer(server port)` instead: what any TC-ingress cross-connection pays with no logic.
+  `bpf_redirect_peer(server port)` instead: what any TC-ingress cross-connection pays with no logic;
+- ``xc-peer-tcx``: the cross-connection program attached to both ports through TCX links
+  (BPF_TCX_INGRESS, kernel >= 6.6) instead of the data plane's cls_bpf filters: no classify loop,
+  but no classid tag either, so the program finds its port through the port maps.
 
 The kernel functions the cross-connection adds fall into four groups (GROUPS): the program itself,
-the TC ingress hook that runs it, the redirect into the next pod, and the receive loop that runs once
-more per packet. Each is reported in ns per packet, and the cross-connection's figure over the veth
-of the same round. The rates themselves are not compared here (that is the `traffic` section): the
-point is to resolve costs of a few tens of ns that paired rates on this VM cannot.
+the TC ingress hook that runs it (with TCX, `tcx_run` is inlined into the receive loop), the
+redirect into the next pod, and the receive loop that runs once more per packet. Each is reported in
+ns per packet, and the cross-connection's figure over the veth of the same round. The rates
+themselves are not compared here (that is the `traffic` section): the point is to resolve costs of a
+few tens of ns that paired rates on this VM cannot.
 
 One sender: the sender's CPU then runs the whole forwarding path in its softirq and nothing is
 overloaded (more senders overload the receiver, and cache misses inflate every figure).
@@ -44,7 +48,7 @@ GROUPS: dict[str, re.Pattern[str]] = {
     ),
     "receive_loop": re.compile(r"^__netif_receive_skb_core$"),
 }
-VARIANTS = ("veth", "xc-peer", "bare-peer")
+VARIANTS = ("veth", "xc-peer", "bare-peer", "xc-peer-tcx")
 
 
 def run(ctx: BenchContext) -> dict[str, Any]:
@@ -56,9 +60,6 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     reason = dataplane_unavailable()
     if reason:
         raise SectionSkipped(reason)
-    from flexsfc.dataplane import libbpf, maps, tcfilter
-    from flexsfc.dataplane.facade import TC_HANDLE, TC_PRIORITY
-
     started = time.monotonic()
     rounds, seconds = ctx.pick((1, 1), (5, 3))
     rng = random.Random(ctx.seed)
@@ -71,26 +72,14 @@ def run(ctx: BenchContext) -> dict[str, Any]:
         for topo in (veth, xc):
             if not topo.reachable():
                 raise SectionSkipped(f"{topo.name}: server unreachable from the client")
-        client_port, server_port = xc.host_ifindexes[0], xc.host_ifindexes[1]
-        tag = tcfilter.ingress_tag(client_port, handle=TC_HANDLE, priority=TC_PRIORITY)
-        if not tag:
-            raise SectionSkipped(f"no tagged cross-connection filter on {xc.name}'s client port")
-        bare = libbpf.load_redirect_program(server_port, peer=True)
-        stack.callback(os.close, bare)
-
-        def program(fd: int) -> None:
-            tcfilter.attach_ingress(
-                client_port, fd, handle=TC_HANDLE, priority=TC_PRIORITY, tag=tag, name=maps.PROGRAM_NAME
-            )
-
-        stack.callback(program, xc.dataplane.prog_fd)  # the topology's own program back before teardown
+        ports = stack.enter_context(_PortPrograms(xc))
+        variants = [v for v in VARIANTS if v != "xc-peer-tcx" or ports.tcx_error is None]
         setups: dict[str, tuple[ChainTopology, Callable[[], None]]] = {
             "veth": (veth, lambda: None),
-            "xc-peer": (xc, lambda: program(xc.dataplane.prog_fd)),
-            "bare-peer": (xc, lambda: program(bare)),
+            **{v: (xc, lambda v=v: ports.use(v)) for v in variants if v != "veth"},
         }
         for round_index in range(rounds):
-            order = list(VARIANTS)
+            order = list(variants)
             rng.shuffle(order)
             for variant in order:
                 topo, prepare = setups[variant]
@@ -105,11 +94,73 @@ def run(ctx: BenchContext) -> dict[str, Any]:
         "senders": SENDERS,
         "sample_hz": perfsample.SAMPLE_HZ,
         "groups": {name: pattern.pattern for name, pattern in GROUPS.items()},
+        "skipped_variants": {"xc-peer-tcx": ports.tcx_error} if ports.tcx_error else {},
         "runs": runs,
         "summary": _summary(runs),
         "over_veth": _over_veth(runs),
     }
     return section_result(ctx, "path_cost", data, started)
+
+
+class _PortPrograms:
+    """What runs at ingress of the cross-connection topology's two host ports, per variant: the
+    data plane's own tagged cls_bpf filters (xc-peer), a bare redirect in the client port's filter
+    (bare-peer), or the same program through TCX links instead of filters (xc-peer-tcx). Leaves the
+    data plane's filters in place on exit."""
+
+    def __init__(self, topo: ChainTopology) -> None:
+        from flexsfc.dataplane import libbpf, maps, tcfilter
+        from flexsfc.dataplane.facade import TC_HANDLE, TC_PRIORITY
+
+        self._libbpf, self._tcfilter, self._program_name = libbpf, tcfilter, maps.PROGRAM_NAME
+        self._handle, self._priority = TC_HANDLE, TC_PRIORITY
+        self.prog_fd = topo.dataplane.prog_fd
+        self.client, self.server = topo.host_ifindexes[0], topo.host_ifindexes[1]
+        self.tags: dict[int, int] = {}
+        for port in (self.client, self.server):
+            tag = tcfilter.ingress_tag(port, handle=TC_HANDLE, priority=TC_PRIORITY)
+            if not tag:
+                raise SectionSkipped(f"no tagged cross-connection filter on {topo.name}'s port {port}")
+            self.tags[port] = tag
+        self.links: list[int] = []
+        self.tcx_error: str | None = None
+        self.bare = libbpf.load_redirect_program(self.server, peer=True)
+        try:
+            try:  # probe: TCX links need kernel >= 6.6
+                self.use("xc-peer-tcx")
+            except libbpf.BpfError as exc:
+                self.tcx_error = f"TCX links unavailable here: {exc}"
+            self.use("xc-peer")
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def __enter__(self) -> "_PortPrograms":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.use("xc-peer")
+        os.close(self.bare)
+
+    def use(self, variant: str) -> None:
+        for link in self.links:
+            os.close(link)  # the last fd of an unpinned link: detaches it
+        self.links.clear()
+        if variant == "xc-peer-tcx":
+            for port in (self.client, self.server):
+                self._libbpf.tc_detach_ingress(port, self._handle, self._priority)
+                self.links.append(self._libbpf.tcx_attach_ingress(port, self.prog_fd))
+            return
+        for port in (self.client, self.server):
+            fd = self.bare if variant == "bare-peer" and port == self.client else self.prog_fd
+            self._tcfilter.attach_ingress(
+                port,
+                fd,
+                handle=self._handle,
+                priority=self._priority,
+                tag=self.tags[port],
+                name=self._program_name,
+            )
 
 
 def _missing_tools() -> str | None:
@@ -136,9 +187,13 @@ def _run_record(
     }
 
 
+def _measured(runs: list[dict[str, Any]]) -> list[str]:
+    return [v for v in VARIANTS if any(r["variant"] == v for r in runs)]
+
+
 def _summary(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
-    for variant in VARIANTS:
+    for variant in _measured(runs):
         mine = [r for r in runs if r["variant"] == variant]
         out[variant] = {group: summary(r["ns_per_packet"][group] for r in mine) for group in GROUPS}
         out[variant]["total"] = summary(sum(r["ns_per_packet"].values()) for r in mine)
@@ -152,7 +207,9 @@ def _over_veth(runs: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]
     for r in runs:
         by_round.setdefault(r["round"], {})[r["variant"]] = r["ns_per_packet"]
     out: dict[str, dict[str, float | None]] = {}
-    for variant in VARIANTS[1:]:
+    for variant in _measured(runs):
+        if variant == "veth":
+            continue
         diffs: dict[str, list[float]] = {group: [] for group in (*GROUPS, "total")}
         for per_variant in by_round.values():
             if variant not in per_variant or "veth" not in per_variant:

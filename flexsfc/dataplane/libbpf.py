@@ -148,6 +148,7 @@ def lib() -> ctypes.CDLL:
         "bpf_tc_attach": (ci, [vp, vp]),
         "bpf_tc_detach": (ci, [vp, vp]),
         "bpf_tc_query": (ci, [vp, vp]),
+        "bpf_link_create": (ci, [ci, ci, ci, vp]),
         "bpf_prog_test_run_opts": (ci, [ci, vp]),
         "libbpf_num_possible_cpus": (ci, []),
         "libbpf_set_print": (vp, [_PRINT_FN]),
@@ -379,6 +380,19 @@ def load_redirect_program(ifindex: int, *, peer: bool = True) -> int:
         _insn(_EXIT),
     ]
     return _load_insns(b"ref_redirect", insns)
+
+
+BPF_TCX_INGRESS = 46  # enum bpf_attach_type, kernel >= 6.6
+
+
+def tcx_attach_ingress(ifindex: int, prog_fd: int) -> int:
+    """A TCX link running `prog_fd` at ingress of `ifindex` (this thread's network namespace), after
+    the programs already there; returns the link's fd. Closing the last fd detaches it (unless it is
+    pinned). libbpf 1.1 has no tcx API: its generic `bpf_link_create` passes the ifindex where the
+    kernel reads it, and no options means "append"."""
+    return _check(
+        "bpf_link_create(BPF_TCX_INGRESS)", lib().bpf_link_create(prog_fd, ifindex, BPF_TCX_INGRESS, None)
+    )
 
 
 def prog_id(fd: int) -> int:
