@@ -139,8 +139,10 @@ class _PortPrograms:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.use("xc-peer")
-        os.close(self.bare)
+        try:
+            self.use("xc-peer")
+        finally:
+            os.close(self.bare)
 
     def use(self, variant: str) -> None:
         for link in self.links:

@@ -66,7 +66,12 @@ def sample(block: Callable[[], T], seconds: float, hz: int = SAMPLE_HZ) -> tuple
             time.sleep(START_S)
             result = block()
         finally:
-            _, err = recorder.communicate(timeout=seconds + 30)
+            try:
+                _, err = recorder.communicate(timeout=seconds + 30)
+            except subprocess.TimeoutExpired:
+                recorder.kill()
+                recorder.communicate()
+                raise PerfUnavailable(f"perf record did not stop within {seconds + 30:.0f} s") from None
         if recorder.returncode != 0:
             raise PerfUnavailable(f"perf record failed ({recorder.returncode}): {err.strip()[-300:]}")
         return result, Profile(read_report(data), hz)
