@@ -120,6 +120,16 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def communicate_or_kill(proc: subprocess.Popen[str], timeout: float) -> tuple[str, str] | None:
+    """The output of `proc` once it exits; None when it had to be killed after `timeout` seconds."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return None
+
+
 def median(values: Iterable[float]) -> float | None:
     data = [v for v in values if v is not None]
     return statistics.median(data) if data else None

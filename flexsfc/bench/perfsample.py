@@ -18,8 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from flexsfc.bench.common import communicate_or_kill
+
 SAMPLE_HZ = 4999  # not a multiple of the kernel's tick, so samples do not lock onto it
 START_S = 0.2  # perf needs this long to start sampling on every CPU
+STOP_SLACK_S = 30  # beyond the sampled time before a perf that does not stop is killed
 _LINE = re.compile(r"^\s*(\d+)\s+\[[^\]]+\]\s+(\S+)")
 _CLONE_SUFFIX = re.compile(r"\.(?:constprop|isra|part|cold|llvm)\.\d+")
 
@@ -66,12 +69,10 @@ def sample(block: Callable[[], T], seconds: float, hz: int = SAMPLE_HZ) -> tuple
             time.sleep(START_S)
             result = block()
         finally:
-            try:
-                _, err = recorder.communicate(timeout=seconds + 30)
-            except subprocess.TimeoutExpired:
-                recorder.kill()
-                recorder.communicate()
-                raise PerfUnavailable(f"perf record did not stop within {seconds + 30:.0f} s") from None
+            output = communicate_or_kill(recorder, seconds + STOP_SLACK_S)
+        if output is None:
+            raise PerfUnavailable(f"perf record did not stop within {seconds + STOP_SLACK_S:.0f} s")
+        err = output[1]
         if recorder.returncode != 0:
             raise PerfUnavailable(f"perf record failed ({recorder.returncode}): {err.strip()[-300:]}")
         return result, Profile(read_report(data), hz)

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from flexsfc.bench.common import communicate_or_kill
 from flexsfc.bench.topology import SERVER_IP, ChainTopology
 
 TCP_PORT = 5201
@@ -99,12 +100,10 @@ def _client(topo: ChainTopology, argv: list[str]) -> subprocess.Popen[str]:
 
 
 def _collect(proc: subprocess.Popen[str], seconds: float) -> str:
-    try:
-        out, err = proc.communicate(timeout=seconds + CLIENT_SLACK_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        raise ToolError(f"{proc.args} did not finish within {seconds + CLIENT_SLACK_S} s") from None
+    output = communicate_or_kill(proc, seconds + CLIENT_SLACK_S)
+    if output is None:
+        raise ToolError(f"{proc.args} did not finish within {seconds + CLIENT_SLACK_S} s")
+    out, err = output
     if proc.returncode != 0:
         raise ToolError(f"{proc.args} failed ({proc.returncode}): {(err or out).strip()[-400:]}")
     return out

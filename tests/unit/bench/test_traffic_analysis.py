@@ -67,6 +67,16 @@ def test_a_failed_round_drops_only_its_own_pair() -> None:
     assert traffic._paired(samples, "veth")["2pod"]["xc-peer"]["udp_pps"]["pairs"] == ROUNDS - 1
 
 
+def _calibrate(monkeypatch: Any, udp_pps: Any, max_senders: int, errors: list[str]) -> dict[str, Any]:
+    monkeypatch.setattr(traffic.tools, "udp_pps", udp_pps)
+    monkeypatch.setattr(traffic, "_max_senders", lambda: max_senders)
+    ctx = traffic.BenchContext(out_dir=Path("/nonexistent"), log=lambda line: None)
+    params = traffic.TrafficParams(
+        rounds=1, tcp_seconds=1, udp_seconds=1, latency_seconds=1, prog_cost_seconds=1
+    )
+    return traffic._calibrate_senders(SimpleNamespace(name="2pod-veth"), params, ctx, errors)  # type: ignore[arg-type]
+
+
 def test_the_calibration_keeps_the_sender_count_that_delivers_most(monkeypatch: Any) -> None:
     # The tool is replaced by a table of rates (the real iperf3 runs in tests/e2e/test_bench_smoke.py):
     # two senders offer more but overload the receiver, which delivers less than one sender alone.
@@ -77,15 +87,8 @@ def test_the_calibration_keeps_the_sender_count_that_delivers_most(monkeypatch: 
         calls.append(senders)
         return traffic.tools.Throughput(delivered[senders], 1.0, offered=senders * 380e3)
 
-    monkeypatch.setattr(traffic.tools, "udp_pps", fake_udp_pps)
-    monkeypatch.setattr(traffic, "_max_senders", lambda: 3)
-    ctx = traffic.BenchContext(out_dir=Path("/nonexistent"), log=lambda line: None)
-    params = traffic.TrafficParams(
-        rounds=1, tcp_seconds=1, udp_seconds=1, latency_seconds=1, prog_cost_seconds=1
-    )
     errors: list[str] = []
-    topo = SimpleNamespace(name="2pod-veth")
-    result = traffic._calibrate_senders(topo, params, ctx, errors)  # type: ignore[arg-type]
+    result = _calibrate(monkeypatch, fake_udp_pps, 3, errors)
     assert result["senders"] == 1
     assert calls == [1, 2, 3] * traffic.CALIBRATION_PASSES  # counts alternate over the passes
     assert result["trials"]["2"][0]["loss"] == 1 - 250e3 / 760e3
@@ -98,14 +101,8 @@ def test_a_failing_count_is_reported_and_never_chosen(monkeypatch: Any) -> None:
             raise traffic.tools.ToolError("iperf3 refused")
         return traffic.tools.Throughput(300e3, 1.0, offered=300e3)
 
-    monkeypatch.setattr(traffic.tools, "udp_pps", fake_udp_pps)
-    monkeypatch.setattr(traffic, "_max_senders", lambda: 2)
-    ctx = traffic.BenchContext(out_dir=Path("/nonexistent"), log=lambda line: None)
-    params = traffic.TrafficParams(
-        rounds=1, tcp_seconds=1, udp_seconds=1, latency_seconds=1, prog_cost_seconds=1
-    )
     errors: list[str] = []
-    result = traffic._calibrate_senders(SimpleNamespace(name="t"), params, ctx, errors)  # type: ignore[arg-type]
+    result = _calibrate(monkeypatch, fake_udp_pps, 2, errors)
     assert result["senders"] == 2
     assert result["trials"]["1"] == []
     assert len(errors) == traffic.CALIBRATION_PASSES and "iperf3 refused" in errors[0]
