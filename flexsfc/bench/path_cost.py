@@ -1,7 +1,7 @@
 """What a cross-connection costs per packet, by part of the path: CPU-clock samples of the whole
 machine (flexsfc.bench.perfsample) during 64 B UDP through a 2-pod chain, divided by the packets sent.
 
-Three ways from the client pod to the server pod, alternated in a shuffled order every round:
+Four ways from the client pod to the server pod, alternated in a shuffled order every round:
 
 - ``veth``: a veth pair straight between the pods (the reference);
 - ``xc-peer``: host-side veths joined by a flexsfc cross-connection forwarding with bpf_redirect_peer;
