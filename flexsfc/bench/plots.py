@@ -201,6 +201,40 @@ def plot_path_cost(result: dict[str, Any], out_dir: Path) -> list[Path]:
     return [_save(fig, out_dir, "path_cost.png")]
 
 
+SWITCHED_AXES = {"udp_pps": "64 B UDP", "tcp_gbps": "TCP"}
+
+
+def plot_switched(result: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Paired ratio to the direct veth per variant, with its 95 % interval and the 0.97 target."""
+    d = result["data"]
+    fig, axes = plt.subplots(1, len(SWITCHED_AXES), figsize=(8, 2.8), sharey=True)
+    for ax, (phase, title) in zip(axes, SWITCHED_AXES.items(), strict=True):
+        analysis = d["phases"].get(phase, {}).get("analysis", {})
+        shown = [v for v, e in analysis.items() if "median" in e.get("vs_veth", {})]
+        for y, variant in enumerate(shown):
+            est = analysis[variant]["vs_veth"]
+            ax.errorbar(
+                est["median"],
+                y,
+                xerr=[[est["median"] - est["low"]], [est["high"] - est["median"]]],
+                fmt="o",
+                color=VARIANT_COLORS.get(variant),
+                capsize=3,
+            )
+        ax.set_yticks(range(len(shown)), [VARIANT_LABELS.get(v, v) for v in shown], fontsize=8)
+        ax.axvline(1.0, color="grey", lw=0.8)
+        ax.axvline(d["targets"]["vs_veth_at_least"], color="black", ls="--", lw=0.8)
+        ax.set_xlabel(f"{title}: rate / direct veth", fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].invert_yaxis()
+    fig.suptitle(
+        f"Path switched under one sender: {d['cycles']} cycles of {d['slot_s']} s slots "
+        "(median, 95 % interval; dashed: target)",
+        fontsize=9,
+    )
+    return [_save(fig, out_dir, "switched.png")]
+
+
 def plot_session_fill(result: dict[str, Any], out_dir: Path) -> list[Path]:
     d = result["data"]
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -339,6 +373,7 @@ def plot_reaction(result: dict[str, Any], out_dir: Path) -> list[Path]:
 PLOTTERS: dict[str, Callable[[dict[str, Any], Path], list[Path]]] = {
     "resources": plot_resources,
     "traffic": plot_traffic,
+    "switched": plot_switched,
     "path_cost": plot_path_cost,
     "reaction": plot_reaction,
     "remap": plot_remap,

@@ -178,6 +178,32 @@ def path_cost(d: dict[str, Any]) -> str:
     return _table(header, rows)
 
 
+SWITCHED_PHASES = {"udp_pps": ("64 B kpps", 1e-3), "tcp_gbps": ("TCP Gbit/s", 1.0)}
+
+
+def switched(d: dict[str, Any]) -> str:
+    """Per phase and variant: median rate of a slot, and the paired ratios with their verdicts."""
+    header = ["phase", "variant", "median rate", "vs veth", "verdict", "vs bridge", "verdict"]
+    rows = []
+    for phase, (label, scale) in SWITCHED_PHASES.items():
+        analysis = d["phases"].get(phase, {}).get("analysis", {})
+        for variant, entry in analysis.items():
+            rate = entry["rate"]["median"]
+            veth, bridge = entry.get("vs_veth"), entry.get("vs_bridge")
+            rows.append(
+                [
+                    label,
+                    variant,
+                    None if rate is None else rate * scale,
+                    _with_interval(veth) if veth and "median" in veth else "",
+                    veth.get("verdict", "") if veth else "",
+                    _with_interval(bridge) if bridge and "median" in bridge else "",
+                    bridge.get("verdict", "") if bridge else "",
+                ]
+            )
+    return _table(header, rows)
+
+
 def reaction(d: dict[str, Any]) -> str:
     rows = [[label, start, duration] for label, start, duration in d["gantt_scale_out"]]
     rows += [[k, "", v.get("median")] for k, v in d["scale_in"].items()]
@@ -190,6 +216,7 @@ TABLES: dict[str, Callable[[dict[str, Any]], str]] = {
     "traffic": traffic,
     "traffic_targets": traffic_targets,
     "traffic_best": traffic_best,
+    "switched": switched,
     "path_cost": path_cost,
     "reaction": reaction,
     "remap": remap,

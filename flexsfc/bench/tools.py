@@ -16,7 +16,7 @@ import re
 import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from flexsfc.bench.common import communicate_or_kill
 from flexsfc.bench.topology import SERVER_IP, ChainTopology
@@ -43,11 +43,16 @@ def _pinned(cpu: int, argv: list[str]) -> list[str]:
     return ["taskset", "-c", str(cpu), *argv]
 
 
+class HasServerPod(Protocol):
+    @property
+    def server(self) -> str: ...  # the server pod's netns name
+
+
 @dataclass
 class Servers:
     """iperf3 and sockperf servers in a topology's server pod."""
 
-    topo: ChainTopology
+    topo: HasServerPod
     udp_senders: int
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 

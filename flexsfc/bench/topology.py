@@ -124,7 +124,7 @@ class ChainTopology:
         for pod in pods:
             netns.create(pod)
             self.namespaces.append(pod)
-            _quiet_ipv6(pod)
+            quiet_ipv6(pod)
         if self.pods == 3:
             links = [
                 (PodIf(self.client, "eth0"), PodIf(self.firewall, "eth1")),
@@ -136,8 +136,8 @@ class ChainTopology:
             self._open_dataplane()
         for index, (a, b) in enumerate(links):
             self._wire(index, a, b)
-        _endpoint(self.client, CLIENT_IP, _mac("client"), SERVER_IP, _mac("server"))
-        _endpoint(self.server, SERVER_IP, _mac("server"), CLIENT_IP, _mac("client"))
+        _endpoint(self.client, CLIENT_IP, role_mac("client"), SERVER_IP, role_mac("server"))
+        _endpoint(self.server, SERVER_IP, role_mac("server"), CLIENT_IP, role_mac("client"))
         if self.pods == 3:
             self._configure_firewall()
 
@@ -161,7 +161,7 @@ class ChainTopology:
                 ipr.link("add", ifname=bridge, kind="bridge", br_stp_state=0, br_forward_delay=0)
                 self.host_links.append(bridge)
                 br_index = ipr.link_lookup(ifname=bridge)[0]
-                _disable_host_ipv6(bridge)
+                disable_host_ipv6(bridge)
                 for port in (host_a, host_b):
                     ipr.link("set", index=port, master=br_index)
                 ipr.link("set", index=br_index, state="up")
@@ -178,7 +178,7 @@ class ChainTopology:
             )
             self.host_links.append(host_name)
             index = ipr.link_lookup(ifname=host_name)[0]
-            _disable_host_ipv6(host_name)
+            disable_host_ipv6(host_name)
             ipr.link("set", index=index, state="up")
         self.host_ifindexes.append(index)
         return index
@@ -227,7 +227,7 @@ class ChainTopology:
         """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if _reachable(self.client, SERVER_IP, 0.25):
+            if tcp_reachable(self.client, SERVER_IP, 0.25):
                 return True
         return False
 
@@ -275,7 +275,7 @@ def _release(topo: "ChainTopology | FanoutTopology") -> None:
     topo.namespaces.clear()
 
 
-def _reachable(pod: str, ip: str, timeout: float) -> bool:
+def tcp_reachable(pod: str, ip: str, timeout: float) -> bool:
     with in_netns(pod):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # lives in the pod's netns
     sock.settimeout(timeout)
@@ -290,11 +290,11 @@ def _reachable(pod: str, ip: str, timeout: float) -> bool:
     return True
 
 
-def _mac(role: str) -> str:
+def role_mac(role: str) -> str:
     return derive_mac(f"flexsfc-bench-{role}", "eth0")
 
 
-def _quiet_ipv6(pod: str) -> None:
+def quiet_ipv6(pod: str) -> None:
     """No IPv6 in the pods: router solicitations and MLD reports would add noise to every variant."""
     with in_netns(pod):
         for scope in ("all", "default"):
@@ -305,7 +305,7 @@ def _quiet_ipv6(pod: str) -> None:
                 f.write("1")
 
 
-def _disable_host_ipv6(ifname: str) -> None:
+def disable_host_ipv6(ifname: str) -> None:
     with contextlib.suppress(OSError), open(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6", "w") as f:
         f.write("1")
 
@@ -359,7 +359,7 @@ class FanoutTopology:
         for pod in pods:
             netns.create(pod)
             self.namespaces.append(pod)
-            _quiet_ipv6(pod)
+            quiet_ipv6(pod)
         self.pin_dir = os.path.join(DEFAULT_PIN_DIR, f"bench-{self._tag}")
         self.dataplane = open_dataplane(self.pin_dir, peer=self.peer)
         self.xc = f"bench-{self._tag}"
@@ -369,9 +369,9 @@ class FanoutTopology:
             self._host_veth(f"{self._tag}r{i}", self.replica_pod(i)) for i in range(self.replicas)
         ]
         self.dataplane.set_replicas(self.xc, Side.A, [ReplicaPort(client_port, self.client)])
-        _endpoint(self.client, CLIENT_IP, _mac("client"), SERVER_IP, _mac("server"))
+        _endpoint(self.client, CLIENT_IP, role_mac("client"), SERVER_IP, role_mac("server"))
         for i in range(self.replicas):
-            _endpoint(self.replica_pod(i), SERVER_IP, _mac("server"), CLIENT_IP, _mac("client"))
+            _endpoint(self.replica_pod(i), SERVER_IP, role_mac("server"), CLIENT_IP, role_mac("client"))
 
     def _host_veth(self, host_name: str, pod: str) -> int:
         with IPRoute() as ipr:
@@ -380,7 +380,7 @@ class FanoutTopology:
             )
             self.host_links.append(host_name)
             index = ipr.link_lookup(ifname=host_name)[0]
-            _disable_host_ipv6(host_name)
+            disable_host_ipv6(host_name)
             ipr.link("set", index=index, state="up")
         return index
 

@@ -1,0 +1,297 @@
+"""One client pod and one server pod joined by several paths at once, one per variant, and a switch
+that moves the traffic from one path to another in well under a millisecond (a route replaced on
+each side). The sender keeps running; only the path under it changes.
+
+Both pods carry their address on ``lo`` and reach the other through a /32 route on the active path's
+interface, so a switch is two route replacements and nothing else: the same sockets, the same
+processes, the same CPU placement on every path. Every path's interfaces carry the same MAC on each
+side, and each pod holds a permanent neighbour entry on every path interface.
+
+Paths (interface ``p<letter>`` in both pods, letters in PATHS):
+
+- ``veth``: a veth pair straight from pod to pod;
+- ``bridge``: each pod's veth ends in the host namespace, joined by a Linux bridge;
+- ``xc-peer`` / ``xc-redirect``: the same host-side veths joined by a cross-connection of a private
+  data plane forwarding with bpf_redirect_peer / bpf_redirect (one data plane per mode);
+- ``bare-peer``: the same host-side veths, each with a 4-instruction `bpf_redirect_peer(other port)`
+  program in a clsact filter: what any TC-ingress cross-connection pays before its own logic.
+"""
+
+import contextlib
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import IPRoute, netns
+
+from flexsfc.bench.topology import (
+    CLIENT_IP,
+    NUD_PERMANENT,
+    SERVER_IP,
+    Variant,
+    disable_host_ipv6,
+    quiet_ipv6,
+    role_mac,
+    tcp_reachable,
+)
+from flexsfc.model.constants import DEFAULT_PIN_DIR
+from flexsfc.util.netns import in_netns, netns_path
+
+RT_SCOPE_LINK = 253
+BARE_PEER = "bare-peer"
+PATHS = {  # path name -> interface letter
+    **{variant.value: variant.letter for variant in Variant},
+    BARE_PEER: "n",
+}
+
+
+@dataclass
+class SwitchedPaths:
+    """The two pods and one path of each name in `paths` (keys of PATHS, "veth" among them). Use as a
+    context manager: everything goes on exit."""
+
+    paths: tuple[str, ...]
+    suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:5])
+    namespaces: list[str] = field(default_factory=list)
+    host_links: list[str] = field(default_factory=list)  # host-side veths and bridges we created
+    dataplanes: list[Any] = field(default_factory=list)
+    pin_dirs: list[str] = field(default_factory=list)
+    program_fds: list[int] = field(default_factory=list)  # the bare redirect programs
+    active: str | None = None
+    _routers: dict[str, IPRoute] = field(default_factory=dict)  # per pod, open while switching
+    _path_ifindex: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    @property
+    def _tag(self) -> str:
+        return f"fw{self.suffix}"
+
+    @property
+    def client(self) -> str:
+        return f"fbench-{self._tag}-cli"
+
+    @property
+    def server(self) -> str:
+        return f"fbench-{self._tag}-srv"
+
+    @staticmethod
+    def ifname(path: str) -> str:
+        return f"p{PATHS[path]}"
+
+    def __enter__(self) -> "SwitchedPaths":
+        try:
+            self.build()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def build(self) -> None:
+        unknown = [path for path in self.paths if path not in PATHS]
+        if unknown or len(set(self.paths)) != len(self.paths) or Variant.VETH.value not in self.paths:
+            raise ValueError(
+                f"paths must be distinct names of {list(PATHS)} including veth, got {list(self.paths)}"
+            )
+        for pod in (self.client, self.server):
+            netns.create(pod)
+            self.namespaces.append(pod)
+            quiet_ipv6(pod)
+            _accept_any_interface(pod)
+        for pod, ip in ((self.client, CLIENT_IP), (self.server, SERVER_IP)):
+            with IPRoute(netns=pod) as ipr:
+                lo = ipr.link_lookup(ifname="lo")[0]
+                ipr.link("set", index=lo, state="up")
+                ipr.addr("add", index=lo, address=ip, prefixlen=32)
+        for path in self.paths:
+            self._wire(path)
+        for path in self.paths:
+            self._neighbours(path)
+        self.switch(Variant.VETH.value)
+
+    # -- wiring ----------------------------------------------------------------------------------
+
+    def _wire(self, path: str) -> None:
+        name = self.ifname(path)
+        if path == Variant.VETH.value:
+            with IPRoute(netns=self.client) as ipr:
+                ipr.link(
+                    "add",
+                    ifname=name,
+                    kind="veth",
+                    peer={"ifname": name, "net_ns_fd": netns_path(self.server)},
+                )
+            return
+        client_port = self._host_veth(f"{self._tag}{PATHS[path]}c", self.client, name)
+        server_port = self._host_veth(f"{self._tag}{PATHS[path]}s", self.server, name)
+        if path == BARE_PEER:
+            self._bare_redirects(client_port, server_port)
+            return
+        if path == Variant.BRIDGE.value:
+            bridge = f"{self._tag}br"
+            with IPRoute() as ipr:
+                ipr.link("add", ifname=bridge, kind="bridge", br_stp_state=0, br_forward_delay=0)
+                self.host_links.append(bridge)
+                br_index = ipr.link_lookup(ifname=bridge)[0]
+                disable_host_ipv6(bridge)
+                for port in (client_port, server_port):
+                    ipr.link("set", index=port, master=br_index)
+                ipr.link("set", index=br_index, state="up")
+            return
+        self._cross_connect(Variant(path), client_port, server_port)
+
+    def _host_veth(self, host_name: str, pod: str, pod_ifname: str) -> int:
+        with IPRoute() as ipr:
+            ipr.link(
+                "add",
+                ifname=host_name,
+                kind="veth",
+                peer={"ifname": pod_ifname, "net_ns_fd": netns_path(pod)},
+            )
+            self.host_links.append(host_name)
+            index = ipr.link_lookup(ifname=host_name)[0]
+            disable_host_ipv6(host_name)
+            ipr.link("set", index=index, state="up")
+        return index
+
+    def _cross_connect(self, variant: Variant, client_port: int, server_port: int) -> None:
+        from flexsfc.bench.dataplane_access import open_dataplane
+        from flexsfc.dataplane.api import ReplicaPort
+        from flexsfc.model.types import Side
+
+        pin_dir = os.path.join(DEFAULT_PIN_DIR, f"bench-{self._tag}{variant.letter}")
+        self.pin_dirs.append(pin_dir)
+        dataplane = open_dataplane(pin_dir, peer=variant is Variant.XC_PEER)
+        self.dataplanes.append(dataplane)
+        xc = f"bench-{self._tag}-{variant.letter}"
+        dataplane.ensure_xc(xc)
+        dataplane.set_replicas(
+            xc, Side.A, [ReplicaPort(client_port, f"{self.client}/{self.ifname(variant.value)}")]
+        )
+        dataplane.set_replicas(
+            xc, Side.B, [ReplicaPort(server_port, f"{self.server}/{self.ifname(variant.value)}")]
+        )
+
+    def _bare_redirects(self, client_port: int, server_port: int) -> None:
+        from flexsfc.dataplane import libbpf, tcfilter
+        from flexsfc.dataplane.facade import TC_HANDLE, TC_PRIORITY
+
+        for port, other in ((client_port, server_port), (server_port, client_port)):
+            fd = libbpf.load_redirect_program(other, peer=True)
+            self.program_fds.append(fd)
+            tcfilter.attach_ingress(port, fd, handle=TC_HANDLE, priority=TC_PRIORITY, tag=1, name="bare_peer")
+
+    def _neighbours(self, path: str) -> None:
+        name = self.ifname(path)
+        for pod, role, peer_ip, peer_role in (
+            (self.client, "client", SERVER_IP, "server"),
+            (self.server, "server", CLIENT_IP, "client"),
+        ):
+            with IPRoute(netns=pod) as ipr:
+                index = ipr.link_lookup(ifname=name)[0]
+                ipr.link("set", index=index, address=role_mac(role), state="up")
+                ipr.neigh(
+                    "replace", dst=peer_ip, lladdr=role_mac(peer_role), ifindex=index, state=NUD_PERMANENT
+                )
+
+    # -- switching and observation -----------------------------------------------------------------
+
+    def switch(self, path: str) -> None:
+        """Send both directions over `path` from now on."""
+        if path not in self.paths:
+            raise ValueError(f"no {path} path in this topology")
+        for pod, peer_ip, own_ip in (
+            (self.client, SERVER_IP, CLIENT_IP),
+            (self.server, CLIENT_IP, SERVER_IP),
+        ):
+            ipr = self._router(pod)
+            key = (pod, path)
+            if key not in self._path_ifindex:
+                self._path_ifindex[key] = ipr.link_lookup(ifname=self.ifname(path))[0]
+            ipr.route(
+                "replace",
+                dst=f"{peer_ip}/32",
+                oif=self._path_ifindex[key],
+                prefsrc=own_ip,
+                scope=RT_SCOPE_LINK,
+            )
+        self.active = path
+
+    def _router(self, pod: str) -> IPRoute:
+        """A netlink socket in `pod`, kept open: a switch is then two messages, no socket set-up."""
+        if pod not in self._routers:
+            self._routers[pod] = IPRoute(netns=pod)
+        return self._routers[pod]
+
+    def reachable(self, timeout: float = 0.5) -> bool:
+        """Whether the client reaches the server over the active path (a SYN to a closed port is refused)."""
+        return tcp_reachable(self.client, SERVER_IP, timeout)
+
+    def close(self) -> None:
+        """Remove everything this topology created; safe to call twice and after a partial build."""
+        for ipr in self._routers.values():
+            with contextlib.suppress(Exception):
+                ipr.close()
+        self._routers.clear()
+        self._path_ifindex.clear()
+        for dataplane in self.dataplanes:
+            with contextlib.suppress(Exception):
+                dataplane.destroy()
+            with contextlib.suppress(Exception):
+                dataplane.close()
+        self.dataplanes.clear()
+        for fd in self.program_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)  # their filters go with the host veths below
+        self.program_fds.clear()
+        for pin_dir in self.pin_dirs:
+            if Path(pin_dir).exists():
+                shutil.rmtree(pin_dir, ignore_errors=True)
+        self.pin_dirs.clear()
+        with IPRoute() as ipr:
+            for name in reversed(self.host_links):
+                for index in ipr.link_lookup(ifname=name):
+                    with contextlib.suppress(Exception):
+                        ipr.link("del", index=index)
+        self.host_links.clear()
+        for pod in reversed(self.namespaces):
+            with contextlib.suppress(Exception):
+                netns.remove(pod)
+        self.namespaces.clear()
+
+
+def _accept_any_interface(pod: str) -> None:
+    """No reverse-path filter: a reply may come back over another path than the one it left by,
+    for the few packets in flight when the routes switch."""
+    with in_netns(pod):
+        for scope in ("all", "default"):
+            with contextlib.suppress(OSError), open(f"/proc/sys/net/ipv4/conf/{scope}/rp_filter", "w") as f:
+                f.write("0")
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """What a pod's IP layer has received so far (its netns's /proc/net/snmp and netstat)."""
+
+    packets: int  # Ip InReceives
+    octets: int  # IpExt InOctets
+
+
+def delivered(pid: int) -> Delivered:
+    """The counters of the network namespace process `pid` lives in."""
+    snmp = _counters(Path(f"/proc/{pid}/net/snmp"), "Ip")
+    netstat = _counters(Path(f"/proc/{pid}/net/netstat"), "IpExt")
+    return Delivered(packets=snmp["InReceives"], octets=netstat["InOctets"])
+
+
+def _counters(path: Path, group: str) -> dict[str, int]:
+    """One group of a /proc/net/snmp-style file: a header line of names, then a line of values."""
+    lines = [line.split() for line in path.read_text().splitlines() if line.startswith(f"{group}:")]
+    if len(lines) < 2:
+        raise ValueError(f"{path}: no {group} counters")
+    names, values = lines[0][1:], lines[1][1:]
+    return {name: int(value) for name, value in zip(names, values, strict=True)}
