@@ -14,12 +14,19 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after use("Agg"): no display needed
 from matplotlib.figure import Figure
 
-VARIANT_COLORS = {"veth": "#4c72b0", "bridge": "#dd8452", "xc-redirect": "#55a868", "xc-peer": "#c44e52"}
+VARIANT_COLORS = {
+    "veth": "#4c72b0",
+    "bridge": "#dd8452",
+    "xc-redirect": "#55a868",
+    "xc-peer": "#c44e52",
+    "bare-peer": "#8172b3",
+}
 VARIANT_LABELS = {
     "veth": "direct veth",
     "bridge": "Linux bridge",
     "xc-redirect": "flexsfc xc (bpf_redirect)",
     "xc-peer": "flexsfc xc (bpf_redirect_peer)",
+    "bare-peer": "bare bpf_redirect_peer",
 }
 
 
@@ -205,31 +212,35 @@ SWITCHED_AXES = {"udp_pps": "64 B UDP", "tcp_gbps": "TCP"}
 
 
 def plot_switched(result: dict[str, Any], out_dir: Path) -> list[Path]:
-    """Paired ratio to the direct veth per variant, with its 95 % interval and the 0.97 target."""
+    """Paired ratio to the direct veth per path, with its confidence interval and the 0.97 target."""
     d = result["data"]
+    analyses = {phase: d["phases"].get(phase, {}).get("analysis", {}) for phase in SWITCHED_AXES}
+    shown = [
+        p for p in d["paths"] if any("median" in a.get(p, {}).get("vs_veth", {}) for a in analyses.values())
+    ]
     fig, axes = plt.subplots(1, len(SWITCHED_AXES), figsize=(8, 2.8), sharey=True)
     for ax, (phase, title) in zip(axes, SWITCHED_AXES.items(), strict=True):
-        analysis = d["phases"].get(phase, {}).get("analysis", {})
-        shown = [v for v, e in analysis.items() if "median" in e.get("vs_veth", {})]
-        for y, variant in enumerate(shown):
-            est = analysis[variant]["vs_veth"]
+        for y, path in enumerate(shown):
+            est = analyses[phase].get(path, {}).get("vs_veth", {})
+            if "median" not in est:
+                continue
             ax.errorbar(
                 est["median"],
                 y,
                 xerr=[[est["median"] - est["low"]], [est["high"] - est["median"]]],
                 fmt="o",
-                color=VARIANT_COLORS.get(variant),
+                color=VARIANT_COLORS.get(path),
                 capsize=3,
             )
-        ax.set_yticks(range(len(shown)), [VARIANT_LABELS.get(v, v) for v in shown], fontsize=8)
         ax.axvline(1.0, color="grey", lw=0.8)
         ax.axvline(d["targets"]["vs_veth_at_least"], color="black", ls="--", lw=0.8)
         ax.set_xlabel(f"{title}: rate / direct veth", fontsize=9)
         ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(shown)), [VARIANT_LABELS.get(p, p) for p in shown], fontsize=8)
     axes[0].invert_yaxis()
     fig.suptitle(
-        f"Path switched under one sender: {d['cycles']} cycles of {d['slot_s']} s slots "
-        "(median, 95 % interval; dashed: target)",
+        f"Path switched under one sender: {d['cycles']} cycles of {d['slot_s'] * 1000:.0f} ms slots "
+        "(median ratio with its sign-test interval; dashed: target)",
         fontsize=9,
     )
     return [_save(fig, out_dir, "switched.png")]

@@ -3,9 +3,11 @@ that moves the traffic from one path to another in well under a millisecond (a r
 each side). The sender keeps running; only the path under it changes.
 
 Both pods carry their address on ``lo`` and reach the other through a /32 route on the active path's
-interface, so a switch is two route replacements and nothing else: the same sockets, the same
-processes, the same CPU placement on every path. Every path's interfaces carry the same MAC on each
-side, and each pod holds a permanent neighbour entry on every path interface.
+interface, so a switch is two route replacements and nothing else: the same sockets and processes
+on every path. Every path's interfaces carry the same MAC on each side, and each pod holds a
+permanent neighbour entry on every path interface. What a path carried is read from its server-side
+interface's receive counters (a redirected packet is counted there too, kernel >= 6.8), so packets
+still on their way over the previous path are never credited to the next one.
 
 Paths (interface ``p<letter>`` in both pods, letters in PATHS):
 
@@ -35,23 +37,26 @@ from flexsfc.bench.topology import (
     disable_host_ipv6,
     quiet_ipv6,
     role_mac,
-    tcp_reachable,
+    wait_reachable,
 )
 from flexsfc.model.constants import DEFAULT_PIN_DIR
 from flexsfc.util.netns import in_netns, netns_path
 
 RT_SCOPE_LINK = 253
 BARE_PEER = "bare-peer"
-PATHS = {  # path name -> interface letter
+PATH_LETTERS = {  # path name -> letter of its interface names
     **{variant.value: variant.letter for variant in Variant},
     BARE_PEER: "n",
 }
+BRIDGE_AGEING_CS = (
+    24 * 3600 * 100
+)  # a day: learned entries outlive every phase (one-way UDP relearns nothing)
 
 
 @dataclass
 class SwitchedPaths:
-    """The two pods and one path of each name in `paths` (keys of PATHS, "veth" among them). Use as a
-    context manager: everything goes on exit."""
+    """The two pods and one path of each name in `paths` (keys of PATH_LETTERS, "veth" among them).
+    Use as a context manager: everything goes on exit."""
 
     paths: tuple[str, ...]
     suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:5])
@@ -61,12 +66,12 @@ class SwitchedPaths:
     pin_dirs: list[str] = field(default_factory=list)
     program_fds: list[int] = field(default_factory=list)  # the bare redirect programs
     active: str | None = None
-    _routers: dict[str, IPRoute] = field(default_factory=dict)  # per pod, open while switching
-    _path_ifindex: dict[tuple[str, str], int] = field(default_factory=dict)
+    _routers: dict[str, IPRoute] = field(default_factory=dict, init=False, repr=False)  # per pod
+    _path_ifindex: dict[tuple[str, str], int] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def _tag(self) -> str:
-        return f"fw{self.suffix}"
+        return f"sp{self.suffix}"
 
     @property
     def client(self) -> str:
@@ -78,7 +83,7 @@ class SwitchedPaths:
 
     @staticmethod
     def ifname(path: str) -> str:
-        return f"p{PATHS[path]}"
+        return f"p{PATH_LETTERS[path]}"
 
     def __enter__(self) -> "SwitchedPaths":
         try:
@@ -92,10 +97,10 @@ class SwitchedPaths:
         self.close()
 
     def build(self) -> None:
-        unknown = [path for path in self.paths if path not in PATHS]
+        unknown = [path for path in self.paths if path not in PATH_LETTERS]
         if unknown or len(set(self.paths)) != len(self.paths) or Variant.VETH.value not in self.paths:
             raise ValueError(
-                f"paths must be distinct names of {list(PATHS)} including veth, got {list(self.paths)}"
+                f"paths: {list(self.paths)}: give distinct names of {list(PATH_LETTERS)}, veth among them"
             )
         for pod in (self.client, self.server):
             netns.create(pod)
@@ -126,15 +131,22 @@ class SwitchedPaths:
                     peer={"ifname": name, "net_ns_fd": netns_path(self.server)},
                 )
             return
-        client_port = self._host_veth(f"{self._tag}{PATHS[path]}c", self.client, name)
-        server_port = self._host_veth(f"{self._tag}{PATHS[path]}s", self.server, name)
+        client_port = self._host_veth(f"{self._tag}{PATH_LETTERS[path]}c", self.client, name)
+        server_port = self._host_veth(f"{self._tag}{PATH_LETTERS[path]}s", self.server, name)
         if path == BARE_PEER:
             self._bare_redirects(client_port, server_port)
             return
         if path == Variant.BRIDGE.value:
             bridge = f"{self._tag}br"
             with IPRoute() as ipr:
-                ipr.link("add", ifname=bridge, kind="bridge", br_stp_state=0, br_forward_delay=0)
+                ipr.link(
+                    "add",
+                    ifname=bridge,
+                    kind="bridge",
+                    br_stp_state=0,
+                    br_forward_delay=0,
+                    br_ageing_time=BRIDGE_AGEING_CS,
+                )
                 self.host_links.append(bridge)
                 br_index = ipr.link_lookup(ifname=bridge)[0]
                 disable_host_ipv6(bridge)
@@ -204,6 +216,8 @@ class SwitchedPaths:
         """Send both directions over `path` from now on."""
         if path not in self.paths:
             raise ValueError(f"no {path} path in this topology")
+        if not self.namespaces:
+            raise RuntimeError("the topology is closed")  # IPRoute(netns=) would create a fresh netns
         for pod, peer_ip, own_ip in (
             (self.client, SERVER_IP, CLIENT_IP),
             (self.server, CLIENT_IP, SERVER_IP),
@@ -227,9 +241,18 @@ class SwitchedPaths:
             self._routers[pod] = IPRoute(netns=pod)
         return self._routers[pod]
 
-    def reachable(self, timeout: float = 0.5) -> bool:
-        """Whether the client reaches the server over the active path (a SYN to a closed port is refused)."""
-        return tcp_reachable(self.client, SERVER_IP, timeout)
+    def received(self, path: str) -> "Received":
+        """What the server pod has received over `path` so far: its interface's receive counters."""
+        ipr = self._router(self.server)
+        key = (self.server, path)
+        if key not in self._path_ifindex:
+            self._path_ifindex[key] = ipr.link_lookup(ifname=self.ifname(path))[0]
+        stats = ipr.get_links(self._path_ifindex[key])[0].get_attr("IFLA_STATS64")
+        return Received(packets=stats["rx_packets"], octets=stats["rx_bytes"])
+
+    def reachable(self, timeout: float = 3.0) -> bool:
+        """Whether the client reaches the server over the active path (see topology.wait_reachable)."""
+        return wait_reachable(self.client, SERVER_IP, timeout)
 
     def close(self) -> None:
         """Remove everything this topology created; safe to call twice and after a partial build."""
@@ -266,32 +289,20 @@ class SwitchedPaths:
 
 def _accept_any_interface(pod: str) -> None:
     """No reverse-path filter: a reply may come back over another path than the one it left by,
-    for the few packets in flight when the routes switch."""
+    for the few packets in flight when the routes switch. Set before the path interfaces exist:
+    they take "default", and "all" caps every interface."""
     with in_netns(pod):
         for scope in ("all", "default"):
-            with contextlib.suppress(OSError), open(f"/proc/sys/net/ipv4/conf/{scope}/rp_filter", "w") as f:
+            with open(f"/proc/sys/net/ipv4/conf/{scope}/rp_filter", "w") as f:
                 f.write("0")
 
 
 @dataclass(frozen=True)
-class Delivered:
-    """What a pod's IP layer has received so far (its netns's /proc/net/snmp and netstat)."""
+class Received:
+    """Receive counters of one interface."""
 
-    packets: int  # Ip InReceives
-    octets: int  # IpExt InOctets
+    packets: int
+    octets: int  # bytes of whole frames
 
-
-def delivered(pid: int) -> Delivered:
-    """The counters of the network namespace process `pid` lives in."""
-    snmp = _counters(Path(f"/proc/{pid}/net/snmp"), "Ip")
-    netstat = _counters(Path(f"/proc/{pid}/net/netstat"), "IpExt")
-    return Delivered(packets=snmp["InReceives"], octets=netstat["InOctets"])
-
-
-def _counters(path: Path, group: str) -> dict[str, int]:
-    """One group of a /proc/net/snmp-style file: a header line of names, then a line of values."""
-    lines = [line.split() for line in path.read_text().splitlines() if line.startswith(f"{group}:")]
-    if len(lines) < 2:
-        raise ValueError(f"{path}: no {group} counters")
-    names, values = lines[0][1:], lines[1][1:]
-    return {name: int(value) for name, value in zip(names, values, strict=True)}
+    def __sub__(self, earlier: "Received") -> "Received":
+        return Received(self.packets - earlier.packets, self.octets - earlier.octets)

@@ -37,11 +37,11 @@ def resources(d: dict[str, Any]) -> str:
     return _table(["instances", "NF-level (mCPU)", "whole chain (mCPU)", "saved"], rows)
 
 
-def _with_interval(est: dict[str, Any] | None) -> str:
+def _with_interval(est: dict[str, Any] | None, digits: int = 2) -> str:
     """A paired ratio as "median [low, high]"."""
     if not est:
         return "n/a"
-    return f"{est['median']:.2f} [{est['low']:.2f}, {est['high']:.2f}]"
+    return f"{est['median']:.{digits}f} [{est['low']:.{digits}f}, {est['high']:.{digits}f}]"
 
 
 TRAFFIC_METRICS = [
@@ -182,8 +182,9 @@ SWITCHED_PHASES = {"udp_pps": ("64 B kpps", 1e-3), "tcp_gbps": ("TCP Gbit/s", 1.
 
 
 def switched(d: dict[str, Any]) -> str:
-    """Per phase and variant: median rate of a slot, and the paired ratios with their verdicts."""
-    header = ["phase", "variant", "median rate", "vs veth", "verdict", "vs bridge", "verdict"]
+    """Per phase and path: median rate of a slot, and the paired ratios with their verdicts (three
+    digits: a bound of 0.9695 must not print as 0.97 next to "unresolved")."""
+    header = ["phase", "path", "median rate", "vs veth", "verdict vs veth", "vs bridge", "verdict vs bridge"]
     rows = []
     for phase, (label, scale) in SWITCHED_PHASES.items():
         analysis = d["phases"].get(phase, {}).get("analysis", {})
@@ -195,9 +196,9 @@ def switched(d: dict[str, Any]) -> str:
                     label,
                     variant,
                     None if rate is None else rate * scale,
-                    _with_interval(veth) if veth and "median" in veth else "",
+                    _with_interval(veth, 3) if veth and "median" in veth else "",
                     veth.get("verdict", "") if veth else "",
-                    _with_interval(bridge) if bridge and "median" in bridge else "",
+                    _with_interval(bridge, 3) if bridge and "median" in bridge else "",
                     bridge.get("verdict", "") if bridge else "",
                 ]
             )

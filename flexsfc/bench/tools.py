@@ -54,6 +54,7 @@ class Servers:
 
     topo: HasServerPod
     udp_senders: int
+    latency: bool = True  # the sockperf servers too
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def __enter__(self) -> "Servers":
@@ -61,9 +62,10 @@ class Servers:
             self._spawn(["iperf3", "-s", "-p", str(TCP_PORT)])
             for i in range(self.udp_senders):
                 self._spawn(["iperf3", "-s", "-p", str(UDP_BASE_PORT + i)])
-            self._spawn(["sockperf", "sr", "-i", SERVER_IP, "-p", str(SOCKPERF_PORT)])
-            same_cpu = ["sockperf", "sr", "-i", SERVER_IP, "-p", str(SOCKPERF_SAME_CPU_PORT)]
-            self._spawn(_pinned(SAME_CPU, same_cpu))
+            if self.latency:
+                self._spawn(["sockperf", "sr", "-i", SERVER_IP, "-p", str(SOCKPERF_PORT)])
+                same_cpu = ["sockperf", "sr", "-i", SERVER_IP, "-p", str(SOCKPERF_SAME_CPU_PORT)]
+                self._spawn(_pinned(SAME_CPU, same_cpu))
             time.sleep(0.3)  # let them bind before the first client connects
             for proc in self.procs:
                 if proc.poll() is not None:

@@ -220,16 +220,8 @@ class ChainTopology:
     # -- observation -------------------------------------------------------------------------------
 
     def reachable(self, timeout: float = 3.0) -> bool:
-        """Whether the client reaches the server: a TCP SYN to a closed port must come back refused.
-
-        Retried with short timeouts: links that just came up may eat the first SYN, and TCP would
-        retransmit it only after a second.
-        """
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if tcp_reachable(self.client, SERVER_IP, 0.25):
-                return True
-        return False
+        """Whether the client reaches the server (see wait_reachable)."""
+        return wait_reachable(self.client, SERVER_IP, timeout)
 
     def prog_ids(self) -> list[int]:
         """Ids of the eBPF programs attached at TC ingress of this topology's host-side veths."""
@@ -275,7 +267,19 @@ def _release(topo: "ChainTopology | FanoutTopology") -> None:
     topo.namespaces.clear()
 
 
+def wait_reachable(pod: str, ip: str, timeout: float) -> bool:
+    """Whether `pod` reaches `ip` within `timeout` seconds: a TCP SYN to a closed port must come back
+    refused. Retried with short timeouts: links that just came up may eat the first SYN, and TCP
+    would retransmit it only after a second."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if tcp_reachable(pod, ip, 0.25):
+            return True
+    return False
+
+
 def tcp_reachable(pod: str, ip: str, timeout: float) -> bool:
+    """One try of wait_reachable."""
     with in_netns(pod):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # lives in the pod's netns
     sock.settimeout(timeout)
@@ -291,6 +295,7 @@ def tcp_reachable(pod: str, ip: str, timeout: float) -> bool:
 
 
 def role_mac(role: str) -> str:
+    """The MAC of the client's or the server's interfaces ("client", "server")."""
     return derive_mac(f"flexsfc-bench-{role}", "eth0")
 
 

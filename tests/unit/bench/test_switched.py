@@ -1,15 +1,15 @@
-"""The switched-path section's pairing and verdicts on made-up slots, and its reading of the kernel's
-IP counters from this process's own network namespace (the real /proc files).
+"""The switched-path section's pairing, verdicts, table and plot on made-up slots, and the checks the
+topology makes before it creates anything.
 
 The topology and the traffic run in tests/e2e/test_bench_smoke.py (every section, as root).
 """
 
-import os
+from pathlib import Path
 
 import pytest
 
-from flexsfc.bench import switched
-from flexsfc.bench.switched_paths import delivered
+from flexsfc.bench import plots, switched, tables
+from flexsfc.bench.switched_paths import SwitchedPaths
 
 
 def _slots(rates: dict[str, list[float]]) -> list[dict[str, object]]:
@@ -57,7 +57,42 @@ def test_a_slot_missing_from_a_cycle_drops_only_that_pair() -> None:
     assert switched.analyse(slots)["xc-peer"]["vs_veth"]["pairs"] == 7
 
 
-def test_delivered_reads_the_ip_counters_of_a_process_namespace() -> None:
-    before = delivered(os.getpid())
-    assert before.packets >= 0 and before.octets >= 0
-    assert delivered(os.getpid()).packets >= before.packets
+def test_a_slot_that_carried_nothing_counts_against_its_path() -> None:
+    veth = [100.0] * 12
+    analysis = switched.analyse(_slots({"veth": veth, "xc-peer": [99.0] * 2 + [0.0] * 10}))
+    entry = analysis["xc-peer"]
+    assert entry["empty_slots"] == 10
+    assert entry["vs_veth"]["pairs"] == 12
+    assert entry["vs_veth"]["median"] == 0.0
+    assert entry["vs_veth"]["verdict"] == "missed"
+
+
+@pytest.mark.parametrize(
+    "paths",
+    [("bridge", "xc-peer"), ("veth", "veth"), ("veth", "xc-nope")],
+    ids=["no veth", "twice", "unknown"],
+)
+def test_bad_path_lists_are_refused_before_anything_is_created(paths: tuple[str, ...]) -> None:
+    topo = SwitchedPaths(paths)
+    with pytest.raises(ValueError, match="veth among them"):
+        topo.build()
+    assert topo.namespaces == [] and topo.host_links == []
+
+
+def test_table_and_plot_cope_with_a_missing_phase(tmp_path: Path) -> None:
+    veth = [100.0 + i for i in range(12)]
+    slots = _slots(
+        {"veth": veth, "bare-peer": [v * 0.97 for v in veth], "xc-peer": [v * 0.9695 for v in veth]}
+    )
+    data = {
+        "paths": list(switched.PATHS),
+        "cycles": 12,
+        "slot_s": switched.SLOT_S,
+        "targets": {"vs_veth_at_least": switched.THROUGHPUT_TARGET},
+        "phases": {"udp_pps": {"slots": slots, "analysis": switched.analyse(slots)}},
+    }
+    table = tables.switched(data)
+    assert "0.970 [0.970, 0.970] | missed" in table  # three digits: 0.9695 is not shown as met
+    assert "bare-peer" in table and "TCP" not in table
+    written = plots.plot_switched({"data": data}, tmp_path)
+    assert [p.name for p in written] == ["switched.png"] and written[0].stat().st_size > 0
