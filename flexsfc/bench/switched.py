@@ -13,8 +13,9 @@ jitter (short dips to half the rate, from the scheduler and the hypervisor), whi
 800 pairs mostly ignores: intervals of about +-1 %, eight times narrower than the `traffic`
 section's 30 rounds, in half the time.
 
-Two phases: 64 B UDP from one unthrottled iperf3 sender (its CPU runs the whole forwarding path in
-softirq, so the rate is what sender plus path cost), then one iperf3 TCP stream.
+Three phases: 64 B UDP from one unthrottled iperf3 sender (its CPU runs the whole forwarding path in
+softirq, so the rate is what sender plus path cost), one iperf3 TCP stream, and a 64 B UDP
+ping-pong (flexsfc.bench.pingpong) whose round trips carry the slots' clock.
 """
 
 import contextlib
@@ -24,12 +25,14 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
-from flexsfc.bench import paired, tools
+from flexsfc.bench import paired, pingpong, tools
 from flexsfc.bench.common import BenchContext, SectionSkipped, communicate_or_kill, section_result, summary
-from flexsfc.bench.switched_paths import BARE_PEER, Received, SwitchedPaths
+from flexsfc.bench.switched_paths import BARE_PEER, SwitchedPaths
 from flexsfc.bench.topology import SERVER_IP, Variant
 
 # Seconds measured per path per cycle. One sender's rate over 0.2 s slots varies by 20 % (short dips
@@ -43,10 +46,25 @@ WARM_UP_S = 1.0  # after the sender starts
 VETH, BRIDGE = Variant.VETH.value, Variant.BRIDGE.value
 XC_PATHS = (Variant.XC_PEER.value, Variant.XC_REDIRECT.value)  # the candidates the targets apply to
 PATHS = (VETH, BRIDGE, *XC_PATHS, BARE_PEER)
-THROUGHPUT_TARGET = 0.97  # of the direct veth (issue 3)
 
-RateOf = Callable[[Received, float], float]
-PHASES: dict[str, tuple[Callable[[int], list[str]], RateOf]] = {}  # filled below the helpers
+
+@dataclass(frozen=True)
+class Target:
+    """Issue 3's bounds for a phase: the ratio to the veth and to the bridge, and which way is better."""
+
+    vs_veth: float
+    vs_bridge: float
+    lower_is_better: bool = False
+
+    def verdict(self, est: paired.RatioEstimate | None, bound: float) -> paired.Verdict:
+        return paired.at_most(est, bound) if self.lower_is_better else paired.at_least(est, bound)
+
+
+TARGETS = {
+    "udp_pps": Target(vs_veth=0.97, vs_bridge=1.0),
+    "tcp_gbps": Target(vs_veth=0.97, vs_bridge=1.0),
+    "latency_us": Target(vs_veth=1.05, vs_bridge=1.0, lower_is_better=True),
+}
 
 
 def run(ctx: BenchContext) -> dict[str, Any]:
@@ -61,51 +79,84 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     cycles = ctx.pick(3, 800)
     rng = random.Random(ctx.seed)
     phases: dict[str, Any] = {}
-    with SwitchedPaths(PATHS) as paths, tools.Servers(paths, 1, latency=False):
+    with contextlib.ExitStack() as stack:
+        paths = stack.enter_context(SwitchedPaths(PATHS))
+        stack.enter_context(tools.Servers(paths, 1, latency=False))
+        stack.enter_context(_ping_server(paths))
         for path in PATHS:
             paths.switch(path)
             if not paths.reachable():
                 raise tools.ToolError(f"{path}: the server is unreachable from the client over this path")
-        for phase, (sender_argv, rate_of) in PHASES.items():
+        for phase in TARGETS:
             ctx.log(f"switched: {phase}, {cycles} cycles of {len(PATHS)} x {SLOT_S} s")
-            slots = _run_phase(paths, sender_argv, rate_of, cycles, rng)
-            phases[phase] = {"slots": slots, "analysis": analyse(slots)}
+            slots = _measure(phase, paths, cycles, rng)
+            phases[phase] = {"slots": slots, "analysis": analyse(slots, TARGETS[phase])}
     data = {
         "slot_s": SLOT_S,
         "settle_s": SETTLE_S,
         "cycles": cycles,
         "paths": list(PATHS),
-        "counter": "receive counters of the path's interface in the server pod (packets, frame bytes)",
-        "targets": {"vs_veth_at_least": THROUGHPUT_TARGET, "vs_bridge_at_least": 1.0},
+        "values": {
+            "udp_pps": "packets/s received by the path's interface in the server pod",
+            "tcp_gbps": "Gbit/s of frames received by the path's interface in the server pod",
+            "latency_us": "median one-way latency (half the UDP round trip, 64 B) of the slot's samples, µs",
+        },
+        "targets": {phase: asdict(target) for phase, target in TARGETS.items()},
         "phases": phases,
     }
     return section_result(ctx, "switched", data, started)
 
 
-def _udp_sender_argv(seconds: int) -> list[str]:
-    return [
-        "iperf3", "-c", SERVER_IP, "-p", str(tools.UDP_BASE_PORT), "-u", "-l", str(tools.UDP_PAYLOAD),
-        "-b", "0", "-t", str(seconds),
-    ]  # fmt: skip
+@contextlib.contextmanager
+def _ping_server(paths: SwitchedPaths) -> Iterator[None]:
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", paths.server, *pingpong.server_argv()],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        server.kill()
+        server.wait(timeout=5)
 
 
-def _tcp_sender_argv(seconds: int) -> list[str]:
-    return ["iperf3", "-c", SERVER_IP, "-p", str(tools.TCP_PORT), "-t", str(seconds)]
-
-
-PHASES.update(
-    udp_pps=(_udp_sender_argv, lambda got, seconds: got.packets / seconds),
-    tcp_gbps=(_tcp_sender_argv, lambda got, seconds: got.octets * 8 / seconds / 1e9),
-)
+def _measure(phase: str, paths: SwitchedPaths, cycles: int, rng: random.Random) -> list[dict[str, Any]]:
+    """The slots of one phase, each with its value (see run's "values")."""
+    if phase == "udp_pps":
+        argv = [
+            "iperf3", "-c", SERVER_IP, "-p", str(tools.UDP_BASE_PORT), "-u", "-l", str(tools.UDP_PAYLOAD),
+            "-b", "0", "-t",
+        ]  # fmt: skip
+        slots = _run_phase(paths, lambda seconds: [*argv, str(seconds)], cycles, rng)
+        for slot in slots:
+            slot["value"] = slot["packets"] / slot["seconds"]
+        return slots
+    if phase == "tcp_gbps":
+        argv = ["iperf3", "-c", SERVER_IP, "-p", str(tools.TCP_PORT), "-t"]
+        slots = _run_phase(paths, lambda seconds: [*argv, str(seconds)], cycles, rng)
+        for slot in slots:
+            slot["value"] = slot["octets"] * 8 / slot["seconds"] / 1e9
+        return slots
+    with tempfile.TemporaryDirectory(prefix="flexsfc-switched-") as scratch:
+        samples = Path(scratch) / "round_trips.bin"
+        slots = _run_phase(
+            paths,
+            lambda seconds: pingpong.client_argv(SERVER_IP, tools.UDP_PAYLOAD, seconds, samples),
+            cycles,
+            rng,
+        )
+        medians = pingpong.one_way_medians_us(samples, [(slot["start"], slot["end"]) for slot in slots])
+    for slot, median in zip(slots, medians, strict=True):
+        slot["value"] = median
+    return slots
 
 
 def _run_phase(
-    paths: SwitchedPaths,
-    sender_argv: Callable[[int], list[str]],
-    rate_of: RateOf,
-    cycles: int,
-    rng: random.Random,
+    paths: SwitchedPaths, sender_argv: Callable[[int], list[str]], cycles: int, rng: random.Random
 ) -> list[dict[str, Any]]:
+    """Run the sender while every cycle visits each path for SLOT_S seconds; one record per slot
+    with its window (time.monotonic()) and what the path's server-side interface received."""
     # Ample time: the phase ends by stopping the sender, never by the sender running out.
     seconds = int(WARM_UP_S + cycles * len(PATHS) * (SLOT_S + SETTLE_S) * 2) + 10
     paths.switch(VETH)
@@ -126,23 +177,23 @@ def _run_phase(
                     paths.switch(path)
                     time.sleep(SETTLE_S)
                     before = paths.received(path)
-                    t0 = time.monotonic()
+                    start = time.monotonic()
                     time.sleep(SLOT_S)
                     got = paths.received(path) - before
-                    elapsed = time.monotonic() - t0
+                    end = time.monotonic()
                     if sender.poll() is not None:  # this slot may have seen only part of the traffic
                         errors.seek(0)
-                        raise tools.ToolError(
-                            f"sender exited early ({sender.returncode}): {errors.read()[-400:]}"
-                        )
+                        reason = errors.read()[-400:]
+                        raise tools.ToolError(f"sender exited early ({sender.returncode}): {reason}")
                     slots.append(
                         {
                             "cycle": cycle,
                             "path": path,
-                            "seconds": elapsed,
+                            "start": start,
+                            "end": end,
+                            "seconds": end - start,
                             "packets": got.packets,
                             "octets": got.octets,
-                            "rate": rate_of(got, elapsed),
                         }
                     )
         finally:
@@ -163,24 +214,24 @@ def _stop(sender: subprocess.Popen[str]) -> None:
             sender.kill()
 
 
-def analyse(slots: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per path: rates, and the paired ratio to the veth of the same cycle with its confidence
-    interval; for the cross-connections also the ratio to the bridge, and the verdicts against the
-    targets (at least THROUGHPUT_TARGET of the veth, at least the bridge's rate). A slot that
-    carried nothing is a result (rate 0), not a gap: it counts in the ratios and is reported."""
-    by_cycle: dict[int, dict[str, float]] = {}
+def analyse(slots: list[dict[str, Any]], target: Target) -> dict[str, Any]:
+    """Per path: its slot values, and the paired ratio to the veth of the same cycle with its
+    confidence interval; for the cross-connections also the ratio to the bridge, and the verdicts
+    against the target. A throughput slot that carried nothing is a result (0), not a gap: it counts
+    in the ratios; a latency slot without a sample cannot be paired. Both are reported."""
+    by_cycle: dict[int, dict[str, float | None]] = {}
     for slot in slots:
-        by_cycle.setdefault(slot["cycle"], {})[slot["path"]] = slot["rate"]
+        by_cycle.setdefault(slot["cycle"], {})[slot["path"]] = slot["value"]
     present = {slot["path"] for slot in slots}
     out: dict[str, Any] = {}
     for path in [p for p in PATHS if p in present]:
         mine = [c.get(path) for c in by_cycle.values()]
         entry: dict[str, Any] = {
-            "rate": summary(r for r in mine if r is not None),
-            "empty_slots": sum(1 for r in mine if r == 0),
+            "value": summary(v for v in mine if v is not None),
+            "empty_slots": sum(1 for v in mine if not v),
         }
         judged = path in XC_PATHS
-        for reference, bound in ((VETH, THROUGHPUT_TARGET), (BRIDGE, 1.0)):
+        for reference, bound in ((VETH, target.vs_veth), (BRIDGE, target.vs_bridge)):
             if path == reference or reference not in present or (reference == BRIDGE and not judged):
                 continue
             references = [c.get(reference) for c in by_cycle.values()]
@@ -188,7 +239,7 @@ def analyse(slots: list[dict[str, Any]]) -> dict[str, Any]:
             est = paired.estimate(pairs)
             comparison: dict[str, Any] = est.as_dict() if est else {}
             if judged:
-                comparison.update(bound=bound, verdict=paired.at_least(est, bound).value)
+                comparison.update(bound=bound, verdict=target.verdict(est, bound).value)
             entry[f"vs_{reference}"] = comparison
         out[path] = entry
     return out

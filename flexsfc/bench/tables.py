@@ -178,18 +178,22 @@ def path_cost(d: dict[str, Any]) -> str:
     return _table(header, rows)
 
 
-SWITCHED_PHASES = {"udp_pps": ("64 B kpps", 1e-3), "tcp_gbps": ("TCP Gbit/s", 1.0)}
+SWITCHED_PHASES = {
+    "udp_pps": ("64 B kpps", 1e-3),
+    "tcp_gbps": ("TCP Gbit/s", 1.0),
+    "latency_us": ("p50 µs", 1.0),
+}
 
 
 def switched(d: dict[str, Any]) -> str:
     """Per phase and path: median rate of a slot, and the paired ratios with their verdicts (three
     digits: a bound of 0.9695 must not print as 0.97 next to "unresolved")."""
-    header = ["phase", "path", "median rate", "vs veth", "verdict vs veth", "vs bridge", "verdict vs bridge"]
+    header = ["phase", "path", "median", "vs veth", "verdict vs veth", "vs bridge", "verdict vs bridge"]
     rows = []
     for phase, (label, scale) in SWITCHED_PHASES.items():
         analysis = d["phases"].get(phase, {}).get("analysis", {})
         for variant, entry in analysis.items():
-            rate = entry["rate"]["median"]
+            rate = entry["value"]["median"]
             veth, bridge = entry.get("vs_veth"), entry.get("vs_bridge")
             rows.append(
                 [

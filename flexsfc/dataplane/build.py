@@ -35,9 +35,9 @@ def _multiarch_include() -> list[str]:
     return [f"-I{path}"] if path.is_dir() else []
 
 
-def _output_path(name: str) -> Path:
-    if os.access(SOURCE.parent, os.W_OK):
-        return SOURCE.with_name(name)
+def _output_path(name: str, beside: Path = SOURCE) -> Path:
+    if os.access(beside.parent, os.W_OK):
+        return beside.with_name(name)
     return Path.home() / ".cache" / "flexsfc" / name
 
 
@@ -82,6 +82,12 @@ def ensure_maglev_lib(force: bool = False) -> Path:
 def ensure_slot_state_lib(force: bool = False) -> Path:
     """Path of the native state-byte helper (compiles when missing or stale)."""
     return _compile(SLOT_STATE_SOURCE, slot_state_lib_path(), NATIVE_FLAGS, force)
+
+
+def ensure_program(source: Path, force: bool = False) -> Path:
+    """Path of a native executable compiled from the C file `source` (when missing or stale), beside
+    it: the benchmarks' own tools."""
+    return _compile(source, _output_path(source.stem, beside=source), ["-O2", "-Wall", "-Werror"], force)
 
 
 def main() -> int:

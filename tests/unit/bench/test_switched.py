@@ -11,10 +11,13 @@ import pytest
 from flexsfc.bench import plots, switched, tables
 from flexsfc.bench.switched_paths import SwitchedPaths
 
+THROUGHPUT = switched.TARGETS["udp_pps"]
+LATENCY = switched.TARGETS["latency_us"]
+
 
 def _slots(rates: dict[str, list[float]]) -> list[dict[str, object]]:
     return [
-        {"cycle": cycle, "path": variant, "rate": rate}
+        {"cycle": cycle, "path": variant, "value": rate}
         for variant, series in rates.items()
         for cycle, rate in enumerate(series)
     ]
@@ -23,7 +26,7 @@ def _slots(rates: dict[str, list[float]]) -> list[dict[str, object]]:
 def test_each_ratio_pairs_slots_of_the_same_cycle() -> None:
     # The machine's rate doubles half-way through; within each cycle the xc has 0.99 of the veth.
     veth = [100.0] * 10 + [200.0] * 10
-    analysis = switched.analyse(_slots({"veth": veth, "xc-peer": [v * 0.99 for v in veth]}))
+    analysis = switched.analyse(_slots({"veth": veth, "xc-peer": [v * 0.99 for v in veth]}), THROUGHPUT)
     est = analysis["xc-peer"]["vs_veth"]
     assert est["median"] == est["low"] == est["high"] == pytest.approx(0.99)
     assert est["pairs"] == 20
@@ -41,7 +44,8 @@ def test_verdicts_against_the_veth_target_and_the_bridge() -> None:
                 "xc-redirect": [v * 0.9 for v in veth],
                 "xc-peer": [v * (0.95 if i % 2 else 1.0) for i, v in enumerate(veth)],
             }
-        )
+        ),
+        THROUGHPUT,
     )
     assert analysis["xc-redirect"]["vs_veth"]["verdict"] == "missed"
     assert analysis["xc-peer"]["vs_veth"]["verdict"] == "unresolved"  # straddles 0.97
@@ -54,12 +58,28 @@ def test_verdicts_against_the_veth_target_and_the_bridge() -> None:
 def test_a_slot_missing_from_a_cycle_drops_only_that_pair() -> None:
     slots = _slots({"veth": [100.0] * 8, "xc-peer": [98.0] * 8})
     slots = [s for s in slots if not (s["path"] == "veth" and s["cycle"] == 3)]
-    assert switched.analyse(slots)["xc-peer"]["vs_veth"]["pairs"] == 7
+    assert switched.analyse(slots, THROUGHPUT)["xc-peer"]["vs_veth"]["pairs"] == 7
+
+
+def test_latency_is_judged_the_other_way_and_a_slot_without_samples_is_not_paired() -> None:
+    veth = [10.0 + 0.1 * i for i in range(20)]
+    slots = _slots(
+        {
+            "veth": veth,
+            "bridge": [v * 1.2 for v in veth],
+            "xc-peer": [v * 1.02 for v in veth[:19]] + [None],  # type: ignore[list-item]
+        }
+    )
+    entry = switched.analyse(slots, LATENCY)["xc-peer"]
+    assert entry["empty_slots"] == 1
+    assert entry["vs_veth"]["pairs"] == 19
+    assert entry["vs_veth"]["verdict"] == "met"  # 1.02 <= 1.05
+    assert entry["vs_bridge"]["verdict"] == "met"  # 0.85 < 1
 
 
 def test_a_slot_that_carried_nothing_counts_against_its_path() -> None:
     veth = [100.0] * 12
-    analysis = switched.analyse(_slots({"veth": veth, "xc-peer": [99.0] * 2 + [0.0] * 10}))
+    analysis = switched.analyse(_slots({"veth": veth, "xc-peer": [99.0] * 2 + [0.0] * 10}), THROUGHPUT)
     entry = analysis["xc-peer"]
     assert entry["empty_slots"] == 10
     assert entry["vs_veth"]["pairs"] == 12
@@ -88,8 +108,8 @@ def test_table_and_plot_cope_with_a_missing_phase(tmp_path: Path) -> None:
         "paths": list(switched.PATHS),
         "cycles": 12,
         "slot_s": switched.SLOT_S,
-        "targets": {"vs_veth_at_least": switched.THROUGHPUT_TARGET},
-        "phases": {"udp_pps": {"slots": slots, "analysis": switched.analyse(slots)}},
+        "targets": {"udp_pps": {"vs_veth": 0.97}},
+        "phases": {"udp_pps": {"slots": slots, "analysis": switched.analyse(slots, THROUGHPUT)}},
     }
     table = tables.switched(data)
     assert "0.970 [0.970, 0.970] | missed" in table  # three digits: 0.9695 is not shown as met
