@@ -6,9 +6,10 @@ The topology and the traffic run in tests/e2e/test_bench_smoke.py (every section
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from flexsfc.bench import plots, switched, tables
+from flexsfc.bench import pingpong, plots, switched, tables
 from flexsfc.bench.switched_paths import SwitchedPaths
 
 THROUGHPUT = switched.TARGETS["udp_pps"]
@@ -116,3 +117,22 @@ def test_table_and_plot_cope_with_a_missing_phase(tmp_path: Path) -> None:
     assert "bare-peer" in table and "TCP" not in table
     written = plots.plot_switched({"data": data}, tmp_path)
     assert [p.name for p in written] == ["switched.png"] and written[0].stat().st_size > 0
+
+
+def test_round_trips_fall_into_the_window_they_were_sent_in(tmp_path: Path) -> None:
+    """The ping-pong's record layout, as pingpong.c writes it, cut into slot windows."""
+    samples = np.zeros(6, dtype=pingpong.SAMPLE)
+    samples["sent_ns"] = [
+        1_000_000_000,
+        1_010_000_000,
+        1_020_000_000,
+        2_000_000_000,
+        2_001_000_000,
+        2_002_000_000,
+    ]
+    samples["rtt_ns"] = [20_000, 30_000, 40_000, 10_000, 12_000, 90_000]
+    path = tmp_path / "round_trips.bin"
+    samples.tofile(path)
+    assert path.stat().st_size == 6 * 12  # packed: u64 + u32
+    medians = pingpong.one_way_medians_us(path, [(1.0, 1.05), (2.0, 2.05), (3.0, 3.05)])
+    assert medians == [15.0, 6.0, None]  # half the median round trip, in µs
