@@ -35,7 +35,8 @@ def _multiarch_include() -> list[str]:
     return [f"-I{path}"] if path.is_dir() else []
 
 
-def _output_path(name: str, beside: Path = SOURCE) -> Path:
+def _output_path(name: str, beside: Path | None = None) -> Path:
+    beside = beside or SOURCE  # looked up at call time: tests point SOURCE at a scratch copy
     if os.access(beside.parent, os.W_OK):
         return beside.with_name(name)
     return Path.home() / ".cache" / "flexsfc" / name
