@@ -64,6 +64,9 @@ def machine_info() -> dict[str, Any]:
         "loadavg": os.getloadavg(),
         # On, every eBPF program run pays two clock reads: compared figures are only valid with 0.
         "bpf_stats_enabled": _read_first_line("/proc/sys/kernel/bpf_stats_enabled"),
+        # On (kubeadm wants it so), bridged IPv4 packets also take br_netfilter's pass: the bridge
+        # variant's figures include it.
+        "bridge_nf_call_iptables": _read_first_line("/proc/sys/net/bridge/bridge-nf-call-iptables"),
     }
 
 

@@ -57,12 +57,19 @@ def test_bench_quick_writes_results_for_every_section(tmp_path: Path) -> None:
         if name == "switched":  # every path carried traffic in every slot of every phase
             for phase in result["data"]["phases"].values():
                 assert {slot["path"] for slot in phase["slots"]} == set(result["data"]["paths"])
-                assert all(
-                    slot["value"] for slot in phase["slots"]
-                )  # no empty slot, no slot without a sample
+                # no empty slot, no slot without a sample
+                assert all(slot["value"] for slot in phase["slots"])
         if name == "path_cost":  # the samples found the cross-connection's program and hook
             over = result["data"]["over_veth"]["xc-peer"]
             assert over["program"] > 0 and over["tc_hook"] > 0
+    # Every section removed what it created: bench pods, host links, pins.
+    assert (
+        not [ns for ns in os.listdir("/run/netns") if ns.startswith("fbench-")]
+        if os.path.isdir("/run/netns")
+        else True
+    )
+    pins = Path("/sys/fs/bpf/flexsfc")
+    assert not [p.name for p in pins.iterdir() if p.name.startswith("bench-")] if pins.is_dir() else True
     # Figure 4 and the remap comparison need nothing but the repository: they always run.
     assert index["sections"]["resources"]["status"] == "ok"
     assert "fig4_resources.png" in index["sections"]["resources"]["plots"]
