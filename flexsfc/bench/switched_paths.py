@@ -21,10 +21,8 @@ Paths (interface ``p<letter>`` in both pods, letters in PATHS):
 
 import contextlib
 import os
-import shutil
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pyroute2 import IPRoute, netns
@@ -33,9 +31,13 @@ from flexsfc.bench.topology import (
     CLIENT_IP,
     NUD_PERMANENT,
     SERVER_IP,
+    BuiltOnEnter,
+    ClientServerPods,
     Variant,
-    disable_host_ipv6,
+    add_host_bridge,
+    add_host_veth,
     quiet_ipv6,
+    release,
     role_mac,
     wait_reachable,
 )
@@ -54,7 +56,7 @@ BRIDGE_AGEING_CS = (
 
 
 @dataclass
-class SwitchedPaths:
+class SwitchedPaths(BuiltOnEnter, ClientServerPods):
     """The two pods and one path of each name in `paths` (keys of PATH_LETTERS, "veth" among them).
     Use as a context manager: everything goes on exit."""
 
@@ -73,28 +75,9 @@ class SwitchedPaths:
     def _tag(self) -> str:
         return f"sp{self.suffix}"
 
-    @property
-    def client(self) -> str:
-        return f"fbench-{self._tag}-cli"
-
-    @property
-    def server(self) -> str:
-        return f"fbench-{self._tag}-srv"
-
     @staticmethod
     def ifname(path: str) -> str:
         return f"p{PATH_LETTERS[path]}"
-
-    def __enter__(self) -> "SwitchedPaths":
-        try:
-            self.build()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def build(self) -> None:
         unknown = [path for path in self.paths if path not in PATH_LETTERS]
@@ -131,44 +114,16 @@ class SwitchedPaths:
                     peer={"ifname": name, "net_ns_fd": netns_path(self.server)},
                 )
             return
-        client_port = self._host_veth(f"{self._tag}{PATH_LETTERS[path]}c", self.client, name)
-        server_port = self._host_veth(f"{self._tag}{PATH_LETTERS[path]}s", self.server, name)
+        client_port = add_host_veth(f"{self._tag}{PATH_LETTERS[path]}c", self.client, name, self.host_links)
+        server_port = add_host_veth(f"{self._tag}{PATH_LETTERS[path]}s", self.server, name, self.host_links)
         if path == BARE_PEER:
             self._bare_redirects(client_port, server_port)
             return
         if path == Variant.BRIDGE.value:
-            bridge = f"{self._tag}br"
-            with IPRoute() as ipr:
-                ipr.link(
-                    "add",
-                    ifname=bridge,
-                    kind="bridge",
-                    br_stp_state=0,
-                    br_forward_delay=0,
-                    br_ageing_time=BRIDGE_AGEING_CS,
-                )
-                self.host_links.append(bridge)
-                br_index = ipr.link_lookup(ifname=bridge)[0]
-                disable_host_ipv6(bridge)
-                for port in (client_port, server_port):
-                    ipr.link("set", index=port, master=br_index)
-                ipr.link("set", index=br_index, state="up")
+            ports = (client_port, server_port)
+            add_host_bridge(f"{self._tag}br", ports, self.host_links, br_ageing_time=BRIDGE_AGEING_CS)
             return
         self._cross_connect(Variant(path), client_port, server_port)
-
-    def _host_veth(self, host_name: str, pod: str, pod_ifname: str) -> int:
-        with IPRoute() as ipr:
-            ipr.link(
-                "add",
-                ifname=host_name,
-                kind="veth",
-                peer={"ifname": pod_ifname, "net_ns_fd": netns_path(pod)},
-            )
-            self.host_links.append(host_name)
-            index = ipr.link_lookup(ifname=host_name)[0]
-            disable_host_ipv6(host_name)
-            ipr.link("set", index=index, state="up")
-        return index
 
     def _cross_connect(self, variant: Variant, client_port: int, server_port: int) -> None:
         from flexsfc.bench.dataplane_access import open_dataplane
@@ -261,30 +216,11 @@ class SwitchedPaths:
                 ipr.close()
         self._routers.clear()
         self._path_ifindex.clear()
-        for dataplane in self.dataplanes:
-            with contextlib.suppress(Exception):
-                dataplane.destroy()
-            with contextlib.suppress(Exception):
-                dataplane.close()
-        self.dataplanes.clear()
         for fd in self.program_fds:
             with contextlib.suppress(OSError):
-                os.close(fd)  # their filters go with the host veths below
+                os.close(fd)  # their filters go with the host veths
         self.program_fds.clear()
-        for pin_dir in self.pin_dirs:
-            if Path(pin_dir).exists():
-                shutil.rmtree(pin_dir, ignore_errors=True)
-        self.pin_dirs.clear()
-        with IPRoute() as ipr:
-            for name in reversed(self.host_links):
-                for index in ipr.link_lookup(ifname=name):
-                    with contextlib.suppress(Exception):
-                        ipr.link("del", index=index)
-        self.host_links.clear()
-        for pod in reversed(self.namespaces):
-            with contextlib.suppress(Exception):
-                netns.remove(pod)
-        self.namespaces.clear()
+        release(self.dataplanes, self.pin_dirs, self.host_links, self.namespaces)
 
 
 def _accept_any_interface(pod: str) -> None:

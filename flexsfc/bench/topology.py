@@ -24,7 +24,7 @@ import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from pyroute2 import IPRoute, netns
 
@@ -72,8 +72,46 @@ class PodIf:
     ifname: str
 
 
+class BuiltOnEnter:
+    """How the benchmark topologies are used: built on entering the block (whatever a failed build
+    created is removed before the error goes on), removed on leaving it."""
+
+    def build(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.build()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ClientServerPods:
+    """The pod names of a topology with one client and one server pod, from its unique tag."""
+
+    @property
+    def _tag(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def client(self) -> str:
+        return f"fbench-{self._tag}-cli"
+
+    @property
+    def server(self) -> str:
+        return f"fbench-{self._tag}-srv"
+
+
 @dataclass
-class ChainTopology:
+class ChainTopology(BuiltOnEnter, ClientServerPods):
     """One chain wired with one variant. Use as a context manager: everything goes on exit."""
 
     pods: int  # 2 or 3
@@ -95,27 +133,8 @@ class ChainTopology:
         return f"fb{self.suffix}{self.variant.letter}{self.pods}"
 
     @property
-    def client(self) -> str:
-        return f"fbench-{self._tag}-cli"
-
-    @property
-    def server(self) -> str:
-        return f"fbench-{self._tag}-srv"
-
-    @property
     def firewall(self) -> str:
         return f"fbench-{self._tag}-fw"
-
-    def __enter__(self) -> "ChainTopology":
-        try:
-            self.build()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def build(self) -> None:
         if self.pods not in (2, 3):
@@ -156,30 +175,12 @@ class ChainTopology:
         host_a = self._host_veth(f"{self._tag}{index}a", a)
         host_b = self._host_veth(f"{self._tag}{index}b", b)
         if self.variant is Variant.BRIDGE:
-            bridge = f"{self._tag}{index}br"
-            with IPRoute() as ipr:
-                ipr.link("add", ifname=bridge, kind="bridge", br_stp_state=0, br_forward_delay=0)
-                self.host_links.append(bridge)
-                br_index = ipr.link_lookup(ifname=bridge)[0]
-                disable_host_ipv6(bridge)
-                for port in (host_a, host_b):
-                    ipr.link("set", index=port, master=br_index)
-                ipr.link("set", index=br_index, state="up")
+            add_host_bridge(f"{self._tag}{index}br", (host_a, host_b), self.host_links)
         else:
             self._cross_connect(f"bench-{self._tag}-{index}", host_a, b_port=host_b, a=a, b=b)
 
     def _host_veth(self, host_name: str, pod_if: PodIf) -> int:
-        with IPRoute() as ipr:
-            ipr.link(
-                "add",
-                ifname=host_name,
-                kind="veth",
-                peer={"ifname": pod_if.ifname, "net_ns_fd": netns_path(pod_if.pod)},
-            )
-            self.host_links.append(host_name)
-            index = ipr.link_lookup(ifname=host_name)[0]
-            disable_host_ipv6(host_name)
-            ipr.link("set", index=index, state="up")
+        index = add_host_veth(host_name, pod_if.pod, pod_if.ifname, self.host_links)
         self.host_ifindexes.append(index)
         return index
 
@@ -246,25 +247,64 @@ class ChainTopology:
 
 
 def _release(topo: "ChainTopology | FanoutTopology") -> None:
-    """Destroy the data plane and its pins, then host links, then the pods (their veths go along)."""
-    if topo.dataplane is not None:
+    release(
+        [topo.dataplane] if topo.dataplane is not None else [],
+        [topo.pin_dir],
+        topo.host_links,
+        topo.namespaces,
+    )
+    topo.dataplane = None
+
+
+def release(dataplanes: list[Any], pin_dirs: list[str], host_links: list[str], namespaces: list[str]) -> None:
+    """Destroy the data planes and their pins, then host links, then the pods (their veths go along);
+    empties the lists. Safe after a partial build and when called twice."""
+    for dataplane in dataplanes:
         with contextlib.suppress(Exception):
-            topo.dataplane.destroy()
+            dataplane.destroy()
         with contextlib.suppress(Exception):
-            topo.dataplane.close()
-        topo.dataplane = None
-    if topo.pin_dir and Path(topo.pin_dir).exists():
-        shutil.rmtree(topo.pin_dir, ignore_errors=True)
+            dataplane.close()
+    dataplanes.clear()
+    for pin_dir in pin_dirs:
+        if pin_dir and Path(pin_dir).exists():
+            shutil.rmtree(pin_dir, ignore_errors=True)
     with IPRoute() as ipr:
-        for name in reversed(topo.host_links):
+        for name in reversed(host_links):
             for index in ipr.link_lookup(ifname=name):
                 with contextlib.suppress(Exception):
                     ipr.link("del", index=index)
-    topo.host_links.clear()
-    for pod in reversed(topo.namespaces):
+    host_links.clear()
+    for pod in reversed(namespaces):
         with contextlib.suppress(Exception):
             netns.remove(pod)
-    topo.namespaces.clear()
+    namespaces.clear()
+
+
+def add_host_veth(host_name: str, pod: str, pod_ifname: str, host_links: list[str]) -> int:
+    """A veth from the host namespace (`host_name`, up, no IPv6) to `pod_ifname` in `pod`; its name
+    goes into `host_links` for release(). Returns the host end's ifindex."""
+    with IPRoute() as ipr:
+        ipr.link(
+            "add", ifname=host_name, kind="veth", peer={"ifname": pod_ifname, "net_ns_fd": netns_path(pod)}
+        )
+        host_links.append(host_name)
+        index = ipr.link_lookup(ifname=host_name)[0]
+        disable_host_ipv6(host_name)
+        ipr.link("set", index=index, state="up")
+    return index
+
+
+def add_host_bridge(name: str, ports: tuple[int, ...], host_links: list[str], **options: Any) -> None:
+    """A Linux bridge (STP off, no forward delay, no IPv6; more IFLA_BR_* options as `options`) over
+    `ports`, up; its name goes into `host_links` for release()."""
+    with IPRoute() as ipr:
+        ipr.link("add", ifname=name, kind="bridge", br_stp_state=0, br_forward_delay=0, **options)
+        host_links.append(name)
+        br_index = ipr.link_lookup(ifname=name)[0]
+        disable_host_ipv6(name)
+        for port in ports:
+            ipr.link("set", index=port, master=br_index)
+        ipr.link("set", index=br_index, state="up")
 
 
 def wait_reachable(pod: str, ip: str, timeout: float) -> bool:
@@ -316,7 +356,7 @@ def disable_host_ipv6(ifname: str) -> None:
 
 
 @dataclass
-class FanoutTopology:
+class FanoutTopology(BuiltOnEnter):
     """A client pod cross-connected to `replicas` server pods sharing one IP and MAC (scale tests).
 
     Every replica pod exists from the start with its host veth; which ones the cross-connection
@@ -344,17 +384,6 @@ class FanoutTopology:
     def replica_pod(self, index: int) -> str:
         return f"fbench-{self._tag}-r{index}"
 
-    def __enter__(self) -> "FanoutTopology":
-        try:
-            self.build()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def build(self) -> None:
         from flexsfc.bench.dataplane_access import open_dataplane
         from flexsfc.dataplane.api import ReplicaPort
@@ -379,15 +408,7 @@ class FanoutTopology:
             _endpoint(self.replica_pod(i), SERVER_IP, role_mac("server"), CLIENT_IP, role_mac("client"))
 
     def _host_veth(self, host_name: str, pod: str) -> int:
-        with IPRoute() as ipr:
-            ipr.link(
-                "add", ifname=host_name, kind="veth", peer={"ifname": "eth0", "net_ns_fd": netns_path(pod)}
-            )
-            self.host_links.append(host_name)
-            index = ipr.link_lookup(ifname=host_name)[0]
-            disable_host_ipv6(host_name)
-            ipr.link("set", index=index, state="up")
-        return index
+        return add_host_veth(host_name, pod, "eth0", self.host_links)
 
     def set_replicas(self, active: list[int], draining: tuple[int, ...] = ()) -> None:
         """Make replicas `active` (and `draining`) the server side of the cross-connection."""
