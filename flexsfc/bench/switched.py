@@ -1,4 +1,5 @@
-"""Packet rate and TCP throughput of each path with the path switched under one running sender.
+"""Packet rate, TCP throughput and latency of each path, with the path switched under one running
+sender.
 
 The `traffic` section compares variants built as separate chains, measured seconds apart by fresh
 tool runs. On this VM the rate one sender reaches moves by 10-30 % from one second to the next, so
@@ -10,8 +11,8 @@ the server pod received during it (its receive counters, read at both ends of th
 ratios pair slots a fraction of a second apart, with the same sender process and socket, so both
 the machine's drift and everything about the endpoints cancel out. What is left is the rate's own
 jitter (short dips to half the rate, from the scheduler and the hypervisor), which the median of
-800 pairs mostly ignores: intervals of about +-1 %, eight times narrower than the `traffic`
-section's 30 rounds, in half the time.
+800 pairs mostly ignores: intervals of about +-1 %, five to eight times narrower than those of the
+`traffic` section's 30 rounds.
 
 Three phases: 64 B UDP from one unthrottled iperf3 sender (its CPU runs the whole forwarding path in
 softirq, so the rate is what sender plus path cost), one iperf3 TCP stream, and a 64 B UDP
