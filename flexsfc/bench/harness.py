@@ -36,7 +36,11 @@ class Section:
 SECTIONS: tuple[Section, ...] = (
     Section("resources", "flexsfc.bench.resources:run", "Fig. 4: requested CPU, NF vs chain scaling", False),
     Section("traffic", "flexsfc.bench.traffic:run", "Fig. 5: veth / bridge / xc throughput and latency"),
-    Section("switched", "flexsfc.bench.switched:run", "Paired rates with the path switched under one sender"),
+    Section(
+        "switched",
+        "flexsfc.bench.switched:run",
+        "Paired rates and latency, the path switched under one sender",
+    ),
     Section("path_cost", "flexsfc.bench.path_cost:run", "CPU per packet by part of the path (perf samples)"),
     Section("reaction", "flexsfc.bench.integrations:run_reaction", "Figs. 6-7: reaction time"),
     Section("remap", "flexsfc.bench.remap:run", "Flows remapped on scale events: Maglev vs modulo"),
