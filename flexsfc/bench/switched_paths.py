@@ -50,9 +50,8 @@ PATH_LETTERS = {  # path name -> letter of its interface names
     **{variant.value: variant.letter for variant in Variant},
     BARE_PEER: "n",
 }
-BRIDGE_AGEING_CS = (
-    24 * 3600 * 100
-)  # a day: learned entries outlive every phase (one-way UDP relearns nothing)
+# A day, in centiseconds: learned entries outlive every phase (one-way UDP relearns nothing).
+BRIDGE_AGEING_CS = 24 * 3600 * 100
 
 
 @dataclass
@@ -67,7 +66,6 @@ class SwitchedPaths(BuiltOnEnter, ClientServerPods):
     dataplanes: list[Any] = field(default_factory=list)
     pin_dirs: list[str] = field(default_factory=list)
     program_fds: list[int] = field(default_factory=list)  # the bare redirect programs
-    active: str | None = None
     _routers: dict[str, IPRoute] = field(default_factory=dict, init=False, repr=False)  # per pod
     _path_ifindex: dict[tuple[str, str], int] = field(default_factory=dict, init=False, repr=False)
 
@@ -171,38 +169,34 @@ class SwitchedPaths(BuiltOnEnter, ClientServerPods):
         """Send both directions over `path` from now on."""
         if path not in self.paths:
             raise ValueError(f"no {path} path in this topology")
-        if not self.namespaces:
-            raise RuntimeError("the topology is closed")  # IPRoute(netns=) would create a fresh netns
         for pod, peer_ip, own_ip in (
             (self.client, SERVER_IP, CLIENT_IP),
             (self.server, CLIENT_IP, SERVER_IP),
         ):
-            ipr = self._router(pod)
-            key = (pod, path)
-            if key not in self._path_ifindex:
-                self._path_ifindex[key] = ipr.link_lookup(ifname=self.ifname(path))[0]
-            ipr.route(
-                "replace",
-                dst=f"{peer_ip}/32",
-                oif=self._path_ifindex[key],
-                prefsrc=own_ip,
-                scope=RT_SCOPE_LINK,
+            index = self._path_index(pod, path)
+            self._router(pod).route(
+                "replace", dst=f"{peer_ip}/32", oif=index, prefsrc=own_ip, scope=RT_SCOPE_LINK
             )
-        self.active = path
 
     def _router(self, pod: str) -> IPRoute:
         """A netlink socket in `pod`, kept open: a switch is then two messages, no socket set-up."""
         if pod not in self._routers:
+            if pod not in self.namespaces:
+                raise RuntimeError(f"{pod}: not a pod of this topology (closed?)")  # IPRoute would create it
             self._routers[pod] = IPRoute(netns=pod)
         return self._routers[pod]
 
+    def _path_index(self, pod: str, path: str) -> int:
+        """The ifindex of `path`'s interface in `pod`, looked up once."""
+        key = (pod, path)
+        if key not in self._path_ifindex:
+            self._path_ifindex[key] = self._router(pod).link_lookup(ifname=self.ifname(path))[0]
+        return self._path_ifindex[key]
+
     def received(self, path: str) -> "Received":
         """What the server pod has received over `path` so far: its interface's receive counters."""
-        ipr = self._router(self.server)
-        key = (self.server, path)
-        if key not in self._path_ifindex:
-            self._path_ifindex[key] = ipr.link_lookup(ifname=self.ifname(path))[0]
-        stats = ipr.get_links(self._path_ifindex[key])[0].get_attr("IFLA_STATS64")
+        index = self._path_index(self.server, path)
+        stats = self._router(self.server).get_links(index)[0].get_attr("IFLA_STATS64")
         return Received(packets=stats["rx_packets"], octets=stats["rx_bytes"])
 
     def reachable(self, timeout: float = 3.0) -> bool:
