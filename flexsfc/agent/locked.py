@@ -1,25 +1,150 @@
-"""Serialise every call into a data plane, so status readers and the reconciler can share one."""
+"""Serialise every call into a data plane, so status readers and the reconciler can share one.
+
+Session counts are the exception: counting walks the session tables (a million entries take
+~0.1 s), and a metrics scrape holding the lock for it would stall a reconcile pass behind it. The
+walk reads the maps through their descriptors only, so it runs outside the lock; only the name -> id
+snapshot is taken under it, and `close()` waits for a walk in progress (the descriptors stay open).
+"""
 
 import threading
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol, cast
 
-from flexsfc.dataplane.api import DataplaneAPI
+from flexsfc.dataplane.api import DataplaneAPI, Neighbour, PortStats, ReplicaPort, SessionEntry
+from flexsfc.model.types import SessionTimeouts, Side
+
+
+class Converging(Protocol):
+    """A data plane that can repair its pinned state after a writer died mid-update (the facade)."""
+
+    def converge(self) -> list[str]: ...
+
+
+class SessionCounter(Protocol):
+    """A data plane whose session counts by xc id are safe to read without the writer's lock."""
+
+    def session_counts_by_id(self) -> dict[int, int]: ...
+
+
+def _defines(obj: object, method: str) -> bool:
+    """Whether the class of `obj` defines `method` (a proxy answering any name does not count)."""
+    return callable(getattr(type(obj), method, None))
+
+
+def converge_dataplane(dataplane: object) -> list[str]:
+    """What `dataplane.converge()` repaired; nothing for a data plane without it (the tests' fakes)."""
+    return cast(Converging, dataplane).converge() if _defines(dataplane, "converge") else []
 
 
 class LockedDataplane:
-    """A DataplaneAPI proxy holding one lock around each call (the facade is not thread-safe)."""
+    """A DataplaneAPI holding one lock around each call into another (the facade is not thread-safe)."""
 
     def __init__(self, inner: DataplaneAPI) -> None:
         self._inner = inner
         self._lock = threading.RLock()
+        # Held by a session walk outside `_lock` and by close()/destroy(): the descriptors a walk
+        # reads stay open until it is done.
+        self._walk = threading.Lock()
 
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._inner, name)
-        if not callable(attr):
-            return attr
+    # ---- reads ---------------------------------------------------------------------------------------
 
-        def locked(*args: Any, **kwargs: Any) -> Any:
+    def list_xcs(self) -> dict[str, int]:
+        with self._lock:
+            return self._inner.list_xcs()
+
+    def replicas(self, xc: str, side: Side) -> list[ReplicaPort]:
+        with self._lock:
+            return self._inner.replicas(xc, side)
+
+    def neighbours(self, xc: str, side: Side, *, learned: bool = False) -> list[Neighbour]:
+        with self._lock:
+            return self._inner.neighbours(xc, side, learned=learned)
+
+    def port_stats(self) -> dict[int, PortStats]:
+        with self._lock:
+            return self._inner.port_stats()
+
+    def drop_stats(self) -> dict[str, int]:
+        with self._lock:
+            return self._inner.drop_stats()
+
+    def event_stats(self) -> dict[str, int]:
+        with self._lock:
+            return self._inner.event_stats()
+
+    def session_count(self, xc: str | None = None) -> int:
+        if not _defines(self._inner, "session_counts_by_id"):
             with self._lock:
-                return attr(*args, **kwargs)
+                return self._inner.session_count(xc)
+        if xc is None:
+            return sum(self._counts_by_id().values())
+        with self._lock:
+            ids = self._inner.list_xcs()
+        if xc not in ids:
+            raise ValueError(f"cross-connection {xc!r}: unknown, call ensure_xc first")
+        return self._counts_by_id().get(ids[xc], 0)
 
-        return locked
+    def session_counts(self) -> dict[str, int]:
+        """Sessions per cross-connection; the table walk holds no lock a writer waits for."""
+        if not _defines(self._inner, "session_counts_by_id"):
+            with self._lock:
+                return self._inner.session_counts()
+        with self._lock:
+            ids = self._inner.list_xcs()
+        by_id = self._counts_by_id()
+        return {name: by_id.get(xc_id, 0) for name, xc_id in ids.items()}
+
+    def _counts_by_id(self) -> dict[int, int]:
+        with self._walk:
+            return cast(SessionCounter, self._inner).session_counts_by_id()
+
+    def sweep_sessions(self, timeouts: Mapping[str, SessionTimeouts]) -> Any:
+        """Free idle sessions (the agent's sweep): the lock only to resolve names, the walk outside
+        it like a session count (it reads map descriptors only), so reconciles never wait for it."""
+        if not _defines(self._inner, "sweep_sessions_by_id"):
+            return None  # a data plane without session tables (the tests' fakes)
+        with self._lock:
+            ids = self._inner.list_xcs()
+        by_id = {ids[name]: value for name, value in timeouts.items() if name in ids}
+        with self._walk:
+            return cast(Any, self._inner).sweep_sessions_by_id(by_id, SessionTimeouts())
+
+    def sessions(self, xc: str | None = None, limit: int = 10000) -> list[SessionEntry]:
+        with self._lock:
+            return self._inner.sessions(xc, limit)
+
+    # ---- writes --------------------------------------------------------------------------------------
+
+    def ensure_xc(self, name: str, *, maglev_table_size: int | None = None) -> int:
+        with self._lock:
+            return self._inner.ensure_xc(name, maglev_table_size=maglev_table_size)
+
+    def delete_xc(self, name: str) -> None:
+        with self._lock:
+            self._inner.delete_xc(name)
+
+    def rename_xc(self, name: str, new_name: str) -> None:
+        with self._lock:
+            self._inner.rename_xc(name, new_name)
+
+    def set_replicas(self, xc: str, side: Side, replicas: list[ReplicaPort]) -> None:
+        with self._lock:
+            self._inner.set_replicas(xc, side, replicas)
+
+    def set_neighbours(self, xc: str, side: Side, neighbours: list[Neighbour]) -> None:
+        with self._lock:
+            self._inner.set_neighbours(xc, side, neighbours)
+
+    def converge(self) -> list[str]:
+        with self._lock:
+            return converge_dataplane(self._inner)
+
+    # ---- lifecycle -----------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock, self._walk:
+            self._inner.close()
+
+    def destroy(self) -> None:
+        with self._lock, self._walk:
+            self._inner.destroy()

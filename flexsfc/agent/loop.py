@@ -4,22 +4,44 @@ The local runtime and the Kubernetes node-agent adapter both keep the newest des
 and the newest replica list here. `sync()` reconciles at once in the caller's thread (the local runtime
 uses it on every lifecycle change, for the shortest reaction time); `start()` runs a background thread
 that reconciles whenever something changed and also every `resync_seconds`, so missed events heal.
+
+The first pass (and every pass after a failed one) also converges the data plane fully: a writer
+killed, or an update that raised, between two steps of a replica update leaves state the diff cannot
+see (a port record already as desired, its filter or the new Maglev table not). `converge()` checks
+every port's slot, records and filter and rebuilds every side's table from the records
+(docs/agent.md, "Crash recovery").
 """
 
+import copy
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from typing import Protocol, cast
 
-from flexsfc.agent.reconciler import ReconcileError, Reconciler, ReconcileReport
-from flexsfc.agent.types import NfReplica
+from flexsfc.agent.locked import _defines, converge_dataplane
+from flexsfc.agent.reconciler import ChainSettingsMap, ReconcileError, Reconciler, ReconcileReport
+from flexsfc.agent.types import NfReplica, dataplane_name
 from flexsfc.dataplane.api import DataplaneAPI
-from flexsfc.model.types import ChainSettings, CrossConnectionSpec
+from flexsfc.model.constants import SESSION_SWEEP_SECONDS
+from flexsfc.model.types import ChainSettings, CrossConnectionSpec, SessionTimeouts
 
 log = logging.getLogger(__name__)
 
 ReportListener = Callable[[str, ReconcileReport], None]
+
+
+class _SweepReport(Protocol):
+    total_expired: int
+    expired: dict[str, int]
+    seconds: float
+
+
+class Sweeping(Protocol):
+    """A data plane that frees idle sessions (the facade, and LockedDataplane around it)."""
+
+    def sweep_sessions(self, timeouts: Mapping[str, SessionTimeouts]) -> _SweepReport | None: ...
 
 
 class AgentLoop:
@@ -30,27 +52,33 @@ class AgentLoop:
         resync_seconds: float = 10.0,
         history: int = 200,
         on_report: ReportListener | None = None,
+        sweep_seconds: float = SESSION_SWEEP_SECONDS,
     ) -> None:
         self.reconciler = Reconciler(dataplane)
         self.resync_seconds = resync_seconds
+        self.sweep_seconds = sweep_seconds
+        self.last_sweep: _SweepReport | None = None  # the data plane's last sweep
+        self._sweeper: threading.Thread | None = None
         self.reports: deque[tuple[float, str, ReconcileReport]] = deque(maxlen=history)
         self._on_report = on_report
         self._lock = threading.RLock()  # one reconcile at a time, picture updates atomic
         self._xcs: list[CrossConnectionSpec] = []
-        self._settings: dict[str, ChainSettings] = {}
+        self._settings: ChainSettingsMap = {}  # by (namespace, chain); see Reconciler.reconcile
         self._replicas: dict[str, NfReplica] = {}
         self._dirty = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.converged = False  # whether a pass has converged the data plane since this loop began
+        self.repairs: list[str] = []  # what the last convergence repaired
 
     # -- picture -------------------------------------------------------------------------------
 
     def set_cross_connections(
-        self, xcs: Iterable[CrossConnectionSpec], settings: Mapping[str, ChainSettings] | None = None
+        self, xcs: Iterable[CrossConnectionSpec], settings: ChainSettingsMap | None = None
     ) -> None:
         with self._lock:
             self._xcs = list(xcs)
-            self._settings = dict(settings or {})
+            self._settings = copy.copy(settings) if settings else {}  # the caller may reuse its own
         self._dirty.set()
 
     def set_replicas(self, replicas: Iterable[NfReplica]) -> None:
@@ -90,10 +118,27 @@ class AgentLoop:
                 )
             except ReconcileError as exc:
                 self._dirty.set()  # retry on the next loop turn
+                self.converged = False  # a step that raised may have left what a kill leaves
+                self._converge()
                 self._record(reason, exc.report, seen)
                 raise
+            self._converge()
             self._record(reason, report, seen)
             return report
+
+    def _converge(self) -> None:
+        """Converge the data plane once after (re)opening it, and again after a failed pass."""
+        if self.converged:
+            return
+        try:
+            self.repairs = converge_dataplane(self.reconciler.dataplane)
+        except Exception:
+            log.exception("converging the data plane failed; trying again on the next pass")
+            self._dirty.set()
+            return
+        for repair in self.repairs:
+            log.warning("data plane repaired: %s", repair)
+        self.converged = True
 
     def _record(self, reason: str, report: ReconcileReport, seen_ns: int) -> None:
         self.reports.append((time.time(), reason, report))
@@ -121,6 +166,7 @@ class AgentLoop:
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="flexsfc-agent", daemon=True)
         self._thread.start()
+        self.start_sweeper()
 
     def stop(self) -> None:
         self._stop.set()
@@ -128,6 +174,48 @@ class AgentLoop:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        if self._sweeper is not None:
+            self._sweeper.join(timeout=5)
+            self._sweeper = None
+
+    # -- idle sessions -------------------------------------------------------------------------
+
+    def start_sweeper(self) -> None:
+        """Free idle confirmed sessions every `sweep_seconds` in a thread of its own (`start()` does
+        this too; the local runtime, which reconciles in its own threads, calls it alone). Off the
+        reconcile path: a sweep of 1M sessions takes about a second and holds no writer lock."""
+        if self._sweeper is not None or not _defines(self.reconciler.dataplane, "sweep_sessions"):
+            return
+        self._stop.clear()
+        self._sweeper = threading.Thread(target=self._sweep_loop, name="flexsfc-sweep", daemon=True)
+        self._sweeper.start()
+
+    def sweep(self) -> _SweepReport | None:
+        """One sweep with each cross-connection's chain timeouts (defaults for the others)."""
+        with self._lock:  # a consistent picture; the sweep itself runs outside this lock
+            timeouts = {dataplane_name(xc): self._timeouts(xc) for xc in self._xcs}
+        report = cast(Sweeping, self.reconciler.dataplane).sweep_sessions(timeouts)
+        if report is None:  # nothing to sweep in this data plane
+            return None
+        self.last_sweep = report
+        if report.total_expired:
+            log.info(
+                "freed %d idle sessions %s in %.3f s", report.total_expired, report.expired, report.seconds
+            )
+        return report
+
+    def _timeouts(self, xc: CrossConnectionSpec) -> SessionTimeouts:
+        """The chain's timeouts: settings by (namespace, chain), else by bare chain name."""
+        settings: Mapping[object, ChainSettings] = cast(Mapping[object, ChainSettings], self._settings)
+        chain = settings.get((xc.namespace, xc.chain), settings.get(xc.chain))
+        return chain.session_timeouts if chain is not None else SessionTimeouts()
+
+    def _sweep_loop(self) -> None:
+        while not self._stop.wait(self.sweep_seconds):
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("session sweep failed; trying again in %.0f s", self.sweep_seconds)
 
     def _run(self) -> None:
         while not self._stop.is_set():

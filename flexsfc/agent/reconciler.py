@@ -3,20 +3,35 @@
 Every call computes the whole desired data-plane state from the whole picture and applies only the
 difference, so calling it twice with the same picture changes nothing, and a restarted agent converges
 from whatever the pinned data plane holds.
+
+Cross-connections are namespaced: each is named in the data plane by "namespace/name"
+(`types.dataplane_name`) and chain settings are looked up by (namespace, chain), so two tenants using
+the same names never share state. What is still contested (one host port wanted by two sides) is a
+conflict: reported on every pass, left with whoever holds it, never moved back and forth.
 """
 
 import contextlib
 import ipaddress
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import ParamSpec, TypeVar
 
-from flexsfc.agent.types import NfReplica, ReplicaPhase, replicas_by_nf, side_ports
+from flexsfc.agent.types import ChainKey, NfReplica, ReplicaPhase, dataplane_name, replicas_by_nf, side_ports
 from flexsfc.dataplane.api import DataplaneAPI, Neighbour, ReplicaPort, ReplicaState
+from flexsfc.dataplane.naming import is_legacy_key
 from flexsfc.model.types import ChainSettings, CrossConnectionSpec, Side, XcSide
 
 log = logging.getLogger(__name__)
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+# Chain settings by (namespace, chain); a bare chain name applies in every namespace (front ends
+# that only ever hold one namespace's chains, like the local runtime, may still key by name).
+ChainSettingsMap = Mapping[ChainKey, ChainSettings] | Mapping[str, ChainSettings]
+SideKey = tuple[str, Side]  # (data-plane name, side)
 
 _PHASE_TO_STATE: dict[ReplicaPhase, ReplicaState] = {
     ReplicaPhase.RUNNING: ReplicaState.ACTIVE,
@@ -34,23 +49,36 @@ class StepTiming:
 
 @dataclass
 class ReconcileReport:
-    """What one reconcile pass changed and how long each step took."""
+    """What one reconcile pass changed and how long each step took.
+
+    Cross-connections are named as in the data plane ("namespace/name"). `errors` are prefixed with
+    that name; `conflicts` (also in `errors`) are contested ports, which a pass reports without
+    failing: they stay as they are until the picture no longer contests them.
+    """
 
     xcs_created: list[str] = field(default_factory=list)
     xcs_deleted: list[str] = field(default_factory=list)
+    xcs_renamed: list[str] = field(default_factory=list)  # "old -> new": legacy bare names migrated
     sides_updated: list[str] = field(default_factory=list)  # "xc/A"
     neighbours_updated: list[str] = field(default_factory=list)
     ports_attached: list[int] = field(default_factory=list)
     ports_detached: list[int] = field(default_factory=list)
     steps: list[StepTiming] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
     total_ns: int = 0
+
+    @property
+    def failed(self) -> bool:
+        """Whether a step failed (conflicts alone are reported, not failures: retrying cannot help)."""
+        return len(self.errors) > len(self.conflicts)
 
     @property
     def changed(self) -> bool:
         return bool(
             self.xcs_created
             or self.xcs_deleted
+            or self.xcs_renamed
             or self.sides_updated
             or self.neighbours_updated
             or self.ports_attached
@@ -74,6 +102,7 @@ class ReconcileReport:
             for label, items in (
                 ("xc+", self.xcs_created),
                 ("xc-", self.xcs_deleted),
+                ("xc~", self.xcs_renamed),
                 ("sides", self.sides_updated),
                 ("neigh", self.neighbours_updated),
                 ("attach", self.ports_attached),
@@ -117,6 +146,29 @@ def _apply_leaving(want: list[ReplicaPort], have: list[ReplicaPort]) -> list[Rep
     ]
 
 
+def _chain_settings(
+    settings: ChainSettingsMap | None,
+) -> Callable[[CrossConnectionSpec], ChainSettings | None]:
+    """Lookup of a cross-connection's chain settings: by (namespace, chain), else by bare chain name."""
+    scoped: dict[ChainKey, ChainSettings] = {}
+    by_name: dict[str, ChainSettings] = {}
+    for key, value in (settings or {}).items():
+        if isinstance(key, tuple):
+            scoped[key] = value
+        else:
+            by_name[key] = value
+    return lambda xc: scoped.get((xc.namespace, xc.chain), by_name.get(xc.chain))
+
+
+def _port_owners(replicas: Iterable[NfReplica]) -> dict[int, str]:
+    """Host ifindex -> "namespace/pod interface", to name a contested port in messages."""
+    return {
+        record.host_ifindex: f"{replica.namespace}/{replica.pod_name} {record.ifname}"
+        for replica in replicas
+        for record in replica.interfaces
+    }
+
+
 def desired_neighbours(side: XcSide) -> list[Neighbour]:
     """The side's addresses (shared by every replica) with the side's MAC; empty for L2 sides."""
     return sorted(
@@ -135,14 +187,15 @@ def _normalised(neighbours: Iterable[Neighbour]) -> list[Neighbour]:
 class Reconciler:
     """Applies (cross-connections, replicas) to a :class:`DataplaneAPI`, changing only what differs.
 
-    Neighbours are not part of the DataplaneAPI read side, so the reconciler remembers what it
-    programmed and, after a restart, reads them back when the data plane offers `neighbours(xc, side)`
-    (the eBPF facade does); otherwise it programs them once more, an idempotent replacement.
+    The reconciler remembers the neighbours it programmed and, after a restart, reads them back
+    through the read side (`neighbours(xc, side)`); when that read fails it programs them once more,
+    an idempotent replacement.
     """
 
     def __init__(self, dataplane: DataplaneAPI) -> None:
         self.dataplane = dataplane
         self._neighbours: dict[tuple[str, Side], list[Neighbour]] = {}
+        self._conflicts: list[str] = []
         self.last_report: ReconcileReport | None = None
 
     def reconcile(
@@ -150,34 +203,59 @@ class Reconciler:
         cross_connections: Iterable[CrossConnectionSpec],
         replicas: Iterable[NfReplica],
         *,
-        chain_settings: Mapping[str, ChainSettings] | None = None,
+        chain_settings: ChainSettingsMap | None = None,
     ) -> ReconcileReport:
+        """Apply the picture. Raises ReconcileError when a step failed (`report.failed`); conflicts
+        alone are only reported (in the returned report's `errors` and `conflicts`)."""
         report = ReconcileReport()
         started = time.perf_counter_ns()
-        xcs = list(cross_connections)
+        replicas = list(replicas)
         by_nf = replicas_by_nf(replicas)
-        settings = chain_settings or {}
+        settings = _chain_settings(chain_settings)
 
-        existing = self._timed(report, "read", "xcs", self.dataplane.list_xcs)
-        wanted = {xc.name for xc in xcs}
+        specs: dict[str, CrossConnectionSpec] = {}
+        for xc in cross_connections:
+            name = dataplane_name(xc)
+            if name in specs:  # a front end listing one object twice: the first one counts
+                message = f"{name}: listed twice in the picture; the first one is applied"
+                report.conflicts.append(message)  # as standing as a contested port: not retried
+                report.errors.append(message)
+                continue
+            specs[name] = xc
 
-        for xc in xcs:
-            try:
-                self._reconcile_xc(report, xc, by_nf, existing, settings)
-            except Exception as exc:  # one broken xc must not stop the others
-                log.exception("reconcile of cross-connection %s failed", xc.name)
-                report.errors.append(f"{xc.name}: {exc}")
+        existing = dict(self._timed(report, "read", "xcs", self.dataplane.list_xcs))
+        self._migrate_legacy(report, specs, existing)
 
-        for name in sorted(set(existing) - wanted):
+        # Stale cross-connections go first: their ports may be wanted by a desired one (a renamed
+        # object), which the data plane refuses while another cross-connection holds them.
+        for name in sorted(set(existing) - set(specs)):
             try:
                 before = self._ports_of(name)
                 self._timed(report, "delete_xc", name, self.dataplane.delete_xc, name)
+                del existing[name]
                 report.xcs_deleted.append(name)
                 report.ports_detached.extend(sorted(before))
                 for side in Side:
                     self._neighbours.pop((name, side), None)
             except Exception as exc:
                 log.exception("delete of cross-connection %s failed", name)
+                report.errors.append(f"{name}: {exc}")
+
+        have: dict[SideKey, list[ReplicaPort]] = {}
+        want: dict[SideKey, list[ReplicaPort]] = {}
+        for name, xc in specs.items():
+            for side in Side:
+                held = self.dataplane.replicas(name, side) if name in existing else []
+                have[(name, side)] = sorted(held, key=lambda p: (p.identity, p.ifindex))
+                ports = desired_ports(xc, side, by_nf.get((xc.namespace, xc.side(side).nf), ()))
+                want[(name, side)] = _apply_leaving(ports, have[(name, side)])
+        self._settle_conflicts(report, want, have, _port_owners(replicas))
+
+        for name, xc in specs.items():
+            try:
+                self._reconcile_xc(report, name, xc, want, have, existing, settings(xc))
+            except Exception as exc:  # one broken xc must not stop the others
+                log.exception("reconcile of cross-connection %s failed", name)
                 report.errors.append(f"{name}: {exc}")
 
         report.total_ns = time.perf_counter_ns() - started
@@ -187,7 +265,11 @@ class Reconciler:
             for step in report.steps:
                 if step.step != "read":
                     log.debug("  step %s %s %.3f ms", step.step, step.target, step.ns / 1e6)
-        if report.errors:
+        if report.conflicts != self._conflicts:  # a standing conflict is logged once, reported always
+            for conflict in report.conflicts:
+                log.warning("conflict: %s", conflict)
+            self._conflicts = list(report.conflicts)
+        if report.failed:
             raise ReconcileError(report)
         return report
 
@@ -197,53 +279,102 @@ class Reconciler:
 
     # -- internals -------------------------------------------------------------------------------
 
+    def _migrate_legacy(
+        self, report: ReconcileReport, specs: Mapping[str, CrossConnectionSpec], existing: dict[str, int]
+    ) -> None:
+        """Rename entries an agent from before namespaced keys left (bare names) to the key of the one
+        desired cross-connection of that name: ports, tables and sessions stay, forwarding goes on.
+        A bare name that is no desired object's, or several namespaces' (the state the old agent
+        flipped between them), is not guessed at: it is deleted as stale, and each object created."""
+        by_bare: dict[str, list[str]] = {}
+        for name, xc in specs.items():
+            by_bare.setdefault(xc.name, []).append(name)
+        for old in sorted(n for n in existing if is_legacy_key(n)):
+            candidates = by_bare.get(old, [])
+            if len(candidates) != 1 or candidates[0] in existing:
+                continue
+            new = candidates[0]
+            try:
+                self._timed(report, "rename_xc", new, self.dataplane.rename_xc, old, new)
+            except Exception as exc:
+                log.exception("renaming cross-connection %s to %s failed", old, new)
+                report.errors.append(f"{new}: renaming the entry of the previous agent ({old!r}): {exc}")
+                continue
+            existing[new] = existing.pop(old)
+            for side in Side:
+                self._neighbours.pop((old, side), None)
+            report.xcs_renamed.append(f"{old} -> {new}")
+
+    @staticmethod
+    def _settle_conflicts(
+        report: ReconcileReport,
+        want: dict[SideKey, list[ReplicaPort]],
+        have: Mapping[SideKey, list[ReplicaPort]],
+        owners: Mapping[int, str],
+    ) -> None:
+        """A host port is one side's: when several sides want it, it stays where it is (or goes
+        nowhere when none of them holds it) and every claimant reports the conflict. The outcome
+        depends only on the data plane's state, never on the order of the picture, so passes agree."""
+        claims: dict[int, list[SideKey]] = {}
+        for key, ports in want.items():
+            for port in ports:
+                claims.setdefault(port.ifindex, []).append(key)
+        for ifindex, claimants in sorted(claims.items()):
+            if len(claimants) < 2:
+                continue
+            holders = [k for k in claimants if any(p.ifindex == ifindex for p in have[k])]
+            holder = holders[0] if holders else None
+            names = ", ".join(f"{name} side {side.value}" for name, side in sorted(claimants))
+            outcome = f"it stays with {holder[0]} side {holder[1].value}" if holder else "attached to none"
+            what = owners.get(ifindex, "unknown pod")
+            for key in sorted(claimants):
+                if key != holder:
+                    want[key] = [p for p in want[key] if p.ifindex != ifindex]
+                message = f"{key[0]}: port {ifindex} ({what}) is wanted by {names}: {outcome}"
+                report.conflicts.append(message)
+                report.errors.append(message)
+
     def _reconcile_xc(
         self,
         report: ReconcileReport,
+        name: str,
         xc: CrossConnectionSpec,
-        by_nf: Mapping[tuple[str, str], list[NfReplica]],
+        want: Mapping[SideKey, list[ReplicaPort]],
+        have: Mapping[SideKey, list[ReplicaPort]],
         existing: Mapping[str, int],
-        settings: Mapping[str, ChainSettings],
+        chain: ChainSettings | None,
     ) -> None:
-        if xc.name not in existing:
-            chain = settings.get(xc.chain)
+        if name not in existing:
             size = chain.maglev_table_size if chain else None
-            self._timed(
-                report, "ensure_xc", xc.name, self.dataplane.ensure_xc, xc.name, maglev_table_size=size
-            )
-            report.xcs_created.append(xc.name)
+            self._timed(report, "ensure_xc", name, self.dataplane.ensure_xc, name, maglev_table_size=size)
+            report.xcs_created.append(name)
 
         for side in Side:
-            target = f"{xc.name}/{side.value}"
-            want = desired_ports(xc, side, by_nf.get((xc.namespace, xc.side(side).nf), ()))
-            have = sorted(self.dataplane.replicas(xc.name, side), key=lambda p: (p.identity, p.ifindex))
-            want = _apply_leaving(want, have)
-            if want != have:
-                self._timed(report, "set_replicas", target, self.dataplane.set_replicas, xc.name, side, want)
+            target = f"{name}/{side.value}"
+            wanted, held = want[(name, side)], have[(name, side)]
+            if wanted != held:
+                self._timed(report, "set_replicas", target, self.dataplane.set_replicas, name, side, wanted)
                 report.sides_updated.append(target)
-                have_idx = {p.ifindex for p in have}
-                want_idx = {p.ifindex for p in want}
+                have_idx = {p.ifindex for p in held}
+                want_idx = {p.ifindex for p in wanted}
                 report.ports_attached.extend(sorted(want_idx - have_idx))
                 report.ports_detached.extend(sorted(have_idx - want_idx))
 
             # The neighbours of side S are answered to packets arriving from the other side.
             neighbours = desired_neighbours(xc.side(side))
-            if self._programmed_neighbours(xc.name, side) != neighbours:
+            if self._programmed_neighbours(name, side) != neighbours:
                 self._timed(
-                    report, "set_neighbours", target, self.dataplane.set_neighbours, xc.name, side, neighbours
+                    report, "set_neighbours", target, self.dataplane.set_neighbours, name, side, neighbours
                 )
-                self._neighbours[(xc.name, side)] = neighbours
+                self._neighbours[(name, side)] = neighbours
                 report.neighbours_updated.append(target)
 
     def _programmed_neighbours(self, xc: str, side: Side) -> list[Neighbour] | None:
         """What the data plane answers for (xc, side): remembered, else read back when it can be."""
         key = (xc, side)
         if key not in self._neighbours:
-            reader = getattr(self.dataplane, "neighbours", None)  # optional beyond DataplaneAPI
-            if reader is None:
-                return None
             try:
-                self._neighbours[key] = _normalised(reader(xc, side))
+                self._neighbours[key] = _normalised(self.dataplane.neighbours(xc, side))
             except Exception:
                 return None
         return self._neighbours[key]
@@ -256,7 +387,14 @@ class Reconciler:
         return ports
 
     @staticmethod
-    def _timed(report: ReconcileReport, step: str, target: str, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def _timed(
+        report: ReconcileReport,
+        step: str,
+        target: str,
+        fn: Callable[_P, _R],
+        *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> _R:
         start = time.perf_counter_ns()
         try:
             return fn(*args, **kwargs)

@@ -8,8 +8,17 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
+from flexsfc.dataplane.naming import xc_key
 from flexsfc.model.records import AttachmentRecord
 from flexsfc.model.types import CrossConnectionSpec, Side
+
+ChainKey = tuple[str, str]  # (namespace, chain name): chains, like CrossConnections, are namespaced
+
+
+def dataplane_name(xc: CrossConnectionSpec) -> str:
+    """The name of `xc` in the data plane: "namespace/name" (flexsfc.dataplane.naming.xc_key), so
+    two tenants' cross-connections of the same name are two entries, never one."""
+    return xc_key(xc.namespace, xc.name)
 
 
 class ReplicaPhase(StrEnum):

@@ -43,7 +43,7 @@ class UdpLoad(threading.Thread):
                     # A stalled thread catches up at most 100 ms worth of packets, not a burst.
                     budget, last = min(budget + (now - last) * self.pps, self.pps * 0.1 + 1), now
                     while budget >= 1:
-                        if flow_left == 0:
+                        if sock is None or flow_left == 0:  # sock is None only before the first flow
                             if sock is not None:
                                 sock.close()
                             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -128,7 +128,14 @@ class RuntimeAccess:
 
     @classmethod
     def in_process(cls, runtime: Any) -> "RuntimeAccess":
-        return cls(runtime.plan, runtime.status, runtime.scale, runtime.sessions)
+        # The runtime answers typed records; an episode reads the supervisor's JSON documents.
+        status, sessions = runtime.status, runtime.sessions
+        return cls(
+            runtime.plan,
+            lambda: status().to_json(),
+            runtime.scale,
+            lambda xc: [s.to_json() for s in sessions(xc)],
+        )
 
     @classmethod
     def supervisor(cls, config: Any, plan: Plan) -> "RuntimeAccess":
@@ -142,7 +149,9 @@ class RuntimeAccess:
             lambda xc: request(config, "sessions", xc=xc, timeout=30),
         )
 
-    def pods(self, nf: str, phases: tuple[str, ...] = ("pending", "running", "terminating")) -> list[dict]:
+    def pods(
+        self, nf: str, phases: tuple[str, ...] = ("pending", "running", "terminating")
+    ) -> list[dict[str, Any]]:
         """Pods of a network function (or Deployment) in the given phases."""
         return [
             p

@@ -8,12 +8,16 @@ flexsfc_nf_rx_packets_total), turns them into per-replica pps since the previous
 The runtime is reached through :class:`ScaleTarget`; :class:`RuntimeTarget` adapts an in-process
 `flexsfc.local.runtime.Runtime`, :class:`StatusTarget` anything that returns the runtime's status
 document (e.g. the supervisor's control socket).
+
+With a :class:`PodRateSource` (e.g. `flexsfc.autoscale.prometheus.PrometheusPodRates`, what
+`flexsfc autoscale --prometheus URL` uses) the per-replica pps come from it instead of the counters:
+the target still names the pods, their phases and the current size, and does the scaling.
 """
 
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -64,6 +68,7 @@ class ReplicaReading:
     pod: str
     phase: ReplicaPhase
     rx_packets: int  # cumulative, summed over the replica's data-plane interfaces
+    namespace: str = ""  # the pod's (Kubernetes) namespace: how a metrics server names its series
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,14 @@ class ScaleTarget(Protocol):
 
 class TargetNotFound(LookupError):
     pass
+
+
+class PodRateSource(Protocol):
+    """Per-pod packets per second from elsewhere than the counters (e.g. a Prometheus server)."""
+
+    def rates(self, pods: Iterable[tuple[str, str]], at: float | None = None) -> dict[tuple[str, str], float]:
+        """(namespace, pod) -> pps, for the pods the source has a value for (others: no sample)."""
+        ...
 
 
 class RuntimeTarget:
@@ -110,7 +123,10 @@ class RuntimeTarget:
             ports = [r.host_ifindex for r in pod.records]
             readings.append(
                 ReplicaReading(
-                    pod.name, pod.phase, sum(stats[i].to_port_packets for i in ports if i in stats)
+                    pod.name,
+                    pod.phase,
+                    sum(stats[i].to_port_packets for i in ports if i in stats),
+                    pod.namespace,
                 )
             )
         return TargetReading(self.replica_set.desired, tuple(readings), sampled_at)
@@ -138,7 +154,12 @@ class StatusTarget:
         status = self._fetch()
         [deployment] = [d for d in status["deployments"] if d["name"] == self.name]
         readings = tuple(
-            ReplicaReading(pod["name"], ReplicaPhase(pod["phase"]), int(pod.get("toPackets", 0)))
+            ReplicaReading(
+                pod["name"],
+                ReplicaPhase(pod["phase"]),
+                int(pod.get("toPackets", 0)),
+                str(pod.get("namespace", "")),
+            )
             for pod in status.get("pods", [])
             if pod.get("deployment") == self.name
         )
@@ -181,6 +202,8 @@ class LocalAutoscaler:
     clock: Callable[[], float] = time.monotonic
     on_tick: Callable[[Tick], None] | None = None
     history: list[Tick] = field(default_factory=list)
+    # Where the per-replica pps come from: None = the target's rx counters, differenced per period.
+    pod_rates: PodRateSource | None = None
 
     def __post_init__(self) -> None:
         if self.period <= 0:
@@ -198,8 +221,13 @@ class LocalAutoscaler:
         # not after (a status request may take a while once the session table is large).
         now = self.clock()
         reading = self.target.read()
-        counters = {r.pod: r.rx_packets for r in reading.replicas}
-        pps = self._rates(reading.sampled_at, now, counters)
+        if self.pod_rates is None:
+            counters = {r.pod: r.rx_packets for r in reading.replicas}
+            pps = self._rates(reading.sampled_at, now, counters)
+        else:
+            rates = self.pod_rates.rates([(r.namespace, r.pod) for r in reading.replicas])
+            keys = {r.pod: (r.namespace, r.pod) for r in reading.replicas}
+            pps = {pod: rates[key] for pod, key in keys.items() if key in rates}
         pods = [PodMetric(r.pod, _PHASES[r.phase], pps.get(r.pod)) for r in reading.replicas]
         decision = self.hpa.decide(now, reading.desired, pods)
         scaled = decision.desired != reading.desired

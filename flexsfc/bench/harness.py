@@ -1,8 +1,8 @@
 """Runs the benchmark sections, writes <out>/<section>.json and plots, and an index of the run.
 
-A section that cannot run here (a component not built yet, not root) is skipped with its reason; a
-section that fails is recorded with its error and the others still run. Every section cleans up
-after itself, including on Ctrl-C.
+A section that cannot run here (not root, a tool missing) is skipped with its reason; a section that
+fails is recorded with its error and the others still run. Every section cleans up after itself,
+including on Ctrl-C.
 """
 
 import importlib
@@ -14,50 +14,47 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flexsfc.bench.common import (
+from flexsfc.bench.context import (
     BenchContext,
     SectionSkipped,
-    machine_info,
     now_iso,
     read_json,
-    source_info,
+    run_envelope,
     write_json,
 )
 
 
 @dataclass(frozen=True)
 class Section:
-    name: str
-    target: str  # "module:function" taking a BenchContext and returning the section's result dict
+    """One section: flexsfc.bench.sections.<name>.run(ctx) returns its result envelope."""
+
+    name: str  # also the value of `flexsfc bench --only` and the name of its JSON file
     title: str
     needs_root: bool = True
 
 
 SECTIONS: tuple[Section, ...] = (
-    Section("resources", "flexsfc.bench.resources:run", "Fig. 4: requested CPU, NF vs chain scaling", False),
-    Section("traffic", "flexsfc.bench.traffic:run", "Fig. 5: veth / bridge / xc throughput and latency"),
-    Section(
-        "switched",
-        "flexsfc.bench.switched:run",
-        "Paired rates and latency, the path switched under one sender",
-    ),
-    Section("path_cost", "flexsfc.bench.path_cost:run", "CPU per packet by part of the path (perf samples)"),
-    Section("reaction", "flexsfc.bench.integrations:run_reaction", "Figs. 6-7: reaction time"),
-    Section("remap", "flexsfc.bench.remap:run", "Flows remapped on scale events: Maglev vs modulo"),
-    Section("scale_loss", "flexsfc.bench.scale_loss:run", "Packets lost and flows moved during scaling"),
-    Section("control_plane", "flexsfc.bench.control_plane:run", "Reconcile time for 1-1000 xcs"),
-    Section("session_fill", "flexsfc.bench.session_fill:run", "Per-packet cost as sessions fill"),
-    Section(
-        "dataplane_micro", "flexsfc.bench.integrations:run_dataplane_micro", "Data-plane microbenchmarks"
-    ),
-    Section("cni_latency", "flexsfc.bench.integrations:run_cni_latency", "CNI ADD/DEL latency"),
+    Section("resources", "Fig. 4: requested CPU, NF vs chain scaling", needs_root=False),
+    Section("traffic", "Fig. 5: veth / bridge / xc throughput and latency"),
+    Section("switched", "Paired rates and latency, the path switched under one sender"),
+    Section("path_cost", "CPU per packet by part of the path (perf samples)"),
+    Section("reaction", "Figs. 6-7: reaction time"),
+    Section("remap", "Flows remapped on scale events: Maglev vs modulo"),
+    Section("scale_loss", "Packets lost and flows moved during scaling"),
+    Section("control_plane", "Reconcile time for 1-1000 xcs"),
+    Section("session_fill", "Per-packet cost as sessions fill"),
+    Section("dataplane_micro", "Data-plane microbenchmarks"),
+    Section("cni_latency", "CNI ADD/DEL latency"),
 )
 SECTION_NAMES = tuple(s.name for s in SECTIONS)
 
 
-def _load(target: str) -> Callable[[BenchContext], dict[str, Any]]:
-    module_name, attr = target.split(":")
-    return getattr(importlib.import_module(module_name), attr)
+def _load(section: Section) -> Callable[[BenchContext], dict[str, Any]]:
+    # Imported when run: a section's dependencies (the agent, the data plane...) load only if it runs.
+    run: Callable[[BenchContext], dict[str, Any]] = importlib.import_module(
+        f"flexsfc.bench.sections.{section.name}"
+    ).run
+    return run
 
 
 def run_section(section: Section, ctx: BenchContext) -> dict[str, Any]:
@@ -67,11 +64,9 @@ def run_section(section: Section, ctx: BenchContext) -> dict[str, Any]:
     try:
         if section.needs_root and os.geteuid() != 0:
             raise SectionSkipped("needs root (network namespaces, eBPF)")
-        result = _load(section.target)(ctx)
+        result = _load(section)(ctx)
     except SectionSkipped as exc:
         entry.update(status="skipped", reason=str(exc))
-    except ModuleNotFoundError as exc:
-        entry.update(status="skipped", reason=f"component not available: {exc}")
     except Exception as exc:  # one broken section must not hide the others' results
         entry.update(status="failed", reason=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
     else:
@@ -86,7 +81,7 @@ def run_section(section: Section, ctx: BenchContext) -> dict[str, Any]:
 
 
 def render_plots(name: str, result: dict[str, Any], ctx: BenchContext) -> list[Path]:
-    from flexsfc.bench.plots import PLOTTERS
+    from flexsfc.bench.report.plots import PLOTTERS
 
     plotter = PLOTTERS.get(name)
     if plotter is None:
@@ -112,15 +107,7 @@ def run(ctx: BenchContext, only: tuple[str, ...] = ()) -> dict[str, Any]:
         if only and section.name not in only:
             continue
         sections[section.name] = run_section(section, ctx)
-    index = {
-        "command": ctx.command,
-        "quick": ctx.quick,
-        "finished": now_iso(),
-        "duration_s": round(time.monotonic() - started, 2),
-        "machine": machine_info(),
-        "source": source_info(),
-        "sections": sections,
-    }
+    index = {**run_envelope(ctx, started), "sections": sections}
     write_json(index_path, index)
     return index
 

@@ -85,7 +85,7 @@ def bench(
     <out>/index.json (status of each section, machine, command).
     """
     from flexsfc.bench import harness
-    from flexsfc.bench.common import BenchContext, command_line
+    from flexsfc.bench.context import BenchContext, command_line
 
     ctx = BenchContext(
         out_dir=out_dir,

@@ -153,9 +153,9 @@ def render_report(r: dict[str, Any]) -> None:
     table.add_column("agent steps (ms)")
     by_kind: dict[str, list[float]] = {}
     for reaction in r["reactions"]:
-        by_kind.setdefault(reaction["kind"], []).append(reaction["ms"])
-        steps = ", ".join(f"{k} {v:.2f}" for k, v in reaction.get("steps", {}).items() if k != "read")
-        table.add_row(reaction["pod"], reaction["kind"], f"{reaction['ms']:.1f}", steps)
+        by_kind.setdefault(reaction.kind, []).append(reaction.ms)
+        steps = ", ".join(f"{k} {v:.2f}" for k, v in reaction.steps.items() if k != "read")
+        table.add_row(reaction.pod, reaction.kind, f"{reaction.ms:.1f}", steps)
     console.print(table)
     for kind, values in by_kind.items():
         console.print(f"  {kind}: median {statistics.median(values):.1f} ms over {len(values)}")

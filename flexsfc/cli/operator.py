@@ -2,10 +2,11 @@
 
 import logging
 import secrets
+from typing import Any
 
 import click
 
-from flexsfc.model.constants import DEFAULT_CNI_STATE_DIR, DEFAULT_PIN_DIR
+from flexsfc.model.constants import DEFAULT_AGENT_RELIST_SECONDS, DEFAULT_CNI_STATE_DIR, DEFAULT_PIN_DIR
 
 SERVER_HELP = "API server URL (e.g. from `kubectl proxy`); default: in-cluster service account or kubeconfig."
 
@@ -59,12 +60,34 @@ def controller(server: str | None, peering: str | None, priority: int | None, li
     help="flexsfc-cni's records on this node.",
 )
 @click.option("--resync-seconds", default=10.0, show_default=True, help="Periodic re-read and reconcile.")
+@click.option(
+    "--relist-seconds",
+    default=DEFAULT_AGENT_RELIST_SECONDS,
+    show_default=True,
+    help="Periodic re-list of pods and CrossConnections (heals missed DELETED events; 0: at start only).",
+)
 @click.option("--liveness", help="Serve Kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz.")
 @click.option(
     "--metrics-port",
     default=9101,
     show_default=True,
-    help="Serve Prometheus metrics on 0.0.0.0:PORT (0: off); see docs/metrics.md.",
+    help="Serve Prometheus metrics on --metrics-addr:PORT (0: off); see docs/metrics.md.",
+)
+@click.option(
+    "--metrics-addr",
+    default="0.0.0.0",
+    show_default=True,
+    help="Address the metrics endpoint binds (the DaemonSet passes the node's IP).",
+)
+@click.option(
+    "--cni-socket",
+    default="",
+    help="Serve the flexsfc-cni shim's calls on this unix socket, e.g. /run/flexsfc/cni.sock (empty: off).",
+)
+@click.option(
+    "--delete-queue",
+    default=None,
+    help="The shim's DEL queue, replayed at start [node config deleteQueue; /var/lib/flexsfc/cni-del-queue].",
 )
 def agent(
     server: str | None,
@@ -72,19 +95,26 @@ def agent(
     pin_dir: str,
     cni_state_dir: str,
     resync_seconds: float,
+    relist_seconds: float,
     liveness: str | None,
     metrics_port: int,
+    metrics_addr: str,
+    cni_socket: str,
+    delete_queue: str | None,
 ) -> None:
-    """Node agent: this node's NF pods + CrossConnections -> the eBPF data plane."""
+    """Node agent: this node's NF pods + CrossConnections -> the eBPF data plane, and the CNI socket."""
     import kopf
 
     from flexsfc.agent.locked import LockedDataplane
-    from flexsfc.dataplane.facade import Dataplane
+    from flexsfc.agent.startup import open_agent_dataplane
     from flexsfc.operator import agent_handlers
     from flexsfc.operator.kube import KubeTarget
     from flexsfc.operator.runner import run_foreground
 
-    dataplane = Dataplane(pin_dir)
+    # The agent is the writer: it upgrades a pinned program of another version (docs/dataplane.md,
+    # "Upgrade"); a refused upgrade keeps it up and retrying, never crash-looping.
+    dataplane = open_agent_dataplane(pin_dir, liveness=liveness)
+    cni_server = _start_cni_server(cni_socket, delete_queue, cni_state_dir, pin_dir) if cni_socket else None
     try:
         locked = LockedDataplane(dataplane)
         registry, node_agent = agent_handlers.build_registry(
@@ -93,14 +123,34 @@ def agent(
             locked,
             cni_state_dir=cni_state_dir,
             resync_seconds=resync_seconds,
+            relist_seconds=relist_seconds or None,
         )
         if metrics_port:
             from flexsfc.metrics.agent import serve_agent_metrics
 
-            serve_agent_metrics(locked, node_agent.loop, port=metrics_port)
+            serve_agent_metrics(locked, node_agent.loop, port=metrics_port, addr=metrics_addr)
         settings = kopf.OperatorSettings()
         agent_handlers.configure(settings, node)
         # Agents never peer: every node needs its own active agent.
         run_foreground(registry, settings, standalone=True, liveness=liveness)
     finally:
+        if cni_server is not None:
+            cni_server.stop()
         dataplane.close()  # pinned maps and attached programs stay: forwarding goes on
+
+
+def _start_cni_server(socket_path: str, delete_queue: str | None, state_dir: str, pin_dir: str) -> Any:
+    """The shim's peer: the CNI plugin's verbs in-process with this agent's node settings (the agent
+    and the plugin are sibling layers, so the entry point wires them, as `flexsfc agent --local`)."""
+    import functools
+    import os
+
+    from flexsfc.agent.cni_server import CniServer
+    from flexsfc.cni.config import NodeConf, read_node_config
+    from flexsfc.cni.dispatch import handle
+
+    node = NodeConf(state_dir=state_dir, pin_dir=pin_dir, kubeconfig=None)
+    queue = delete_queue or read_node_config(os.environ).delete_queue
+    server = CniServer(socket_path, functools.partial(handle, node=node), delete_queue=queue)
+    server.start()
+    return server

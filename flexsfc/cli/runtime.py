@@ -1,17 +1,27 @@
-"""Local runtime commands: up, down, scale, status, exec, logs."""
+"""Local runtime commands: up, down, scale, status, exec, logs.
+
+Deployments and pods are namespaced: `-n/--namespace` picks one where a name runs in several
+namespaces. A command that finds the runtime's supervisor dead starts a new one that adopts the
+runtime (flexsfc.local.control.supervisor_for).
+"""
 
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from flexsfc.local.config import ENV_STATE_DIR, RuntimeConfig
+from flexsfc.cli.kube_status import kube_options, show_cluster_status
+from flexsfc.local.config import ENV_STATE_DIR, ConfigError, RuntimeConfig
+
+if TYPE_CHECKING:
+    from flexsfc.local.status import ApplyResult, PodStatus, RuntimeStatus
 
 console = Console()
 err_console = Console(stderr=True)
@@ -21,6 +31,14 @@ state_dir_option = click.option(
     envvar=ENV_STATE_DIR,
     default=None,
     help="Runtime state directory (default /run/flexsfc/local; env FLEXSFC_LOCAL_DIR).",
+)
+
+
+namespace_option = click.option(
+    "-n",
+    "--namespace",
+    default=None,
+    help="Namespace of the Deployment or pod, where the name runs in several.",
 )
 
 
@@ -37,14 +55,19 @@ def _need_root() -> None:
 # -- up ------------------------------------------------------------------------------------------
 
 
-def preflight(path: str) -> Any:
-    """Validate manifests and pod templates before anything is created; returns the Plan."""
+def preflight(path: str, namespace: str | None = None) -> Any:
+    """Validate manifests and pod templates before anything is created; returns the Plan.
+
+    With `namespace`, the manifests as the runtime will run them: every object moved there.
+    """
+    from flexsfc.local.manifests import load_in_namespace, plan_of
     from flexsfc.local.podspec import PodSpecError, parse_pod_template
     from flexsfc.model.errors import ManifestError
-    from flexsfc.model.loader import load_plan
 
     try:
-        plan = load_plan(path)
+        if not Path(path).exists():
+            raise FileNotFoundError(path)
+        plan = plan_of(*load_in_namespace(path, namespace))
     except ManifestError as exc:
         err_console.print(f"[bold red]{len(exc.errors)} error(s) in {escape(path)}; nothing was created:[/]")
         for issue in exc.errors:
@@ -66,29 +89,42 @@ def preflight(path: str) -> Any:
 
 
 def bring_up(
-    config: RuntimeConfig, path: str, timeout: float, *, quiet: bool = False, metrics_port: int = 0
-) -> dict[str, Any]:
+    config: RuntimeConfig,
+    path: str,
+    timeout: float,
+    *,
+    quiet: bool = False,
+    metrics_port: int = 0,
+    namespace: str | None = None,
+) -> "ApplyResult":
     """Start (or update) the runtime for `path` and wait until every replica runs.
 
-    On a failure during the first bring-up everything created so far is removed again.
+    A runtime whose supervisor died is adopted first (its pods keep running). On a failure during
+    the first bring-up everything created so far is removed again, after showing the end of the
+    log of every pod that failed (the rollback removes the logs).
     """
     from flexsfc.local import control
 
-    fresh = not control.is_running(config)
-    if fresh and config.state_file.exists():
-        raise _fail(
-            f"a previous runtime in {config.state_dir} left state behind but its supervisor is gone; "
-            "run `flexsfc down` first"
-        )
+    fresh, existed = False, config.root.exists()
     try:
-        if fresh:
-            control.start_supervisor(config, metrics_port=metrics_port)
-        changes = control.request(config, "apply", path=str(Path(path).resolve()))
-        _wait_ready(config, timeout, quiet)
+        with control.supervisor_for(config, create=True, metrics_port=metrics_port) as how:
+            fresh = how == "started"
+            if how == "adopted":
+                console.print(
+                    f"[yellow]the supervisor of {escape(config.state_dir)} had died: a new one adopted "
+                    "its pods and data plane[/]"
+                )
+            changes = control.apply(config, str(Path(path).resolve()), namespace)
+            _wait_ready(config, timeout, quiet)
+    except control.SupervisorConflict as exc:
+        if not existed and not config.state_file.exists():
+            shutil.rmtree(config.root, ignore_errors=True)  # only what this command created
+        raise _fail(str(exc)) from None
     except (control.SupervisorError, KeyboardInterrupt) as exc:
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
-        if fresh:
+        if fresh or not config.state_file.exists():
             err_console.print(f"[bold red]up failed:[/] {escape(reason)}")
+            show_failed_pod_logs(config)
             err_console.print("[yellow]rolling back: removing everything that was created...[/]")
             errors = control.down(config)
             for error in errors:
@@ -98,20 +134,37 @@ def bring_up(
     return changes
 
 
+FAILED_LOG_LINES = 20
+
+
+def show_failed_pod_logs(config: RuntimeConfig) -> None:
+    """Print the end of each failed pod's log: the rollback is about to remove them."""
+    from flexsfc.local.state import read_state
+
+    state = read_state(config)
+    for pod in state.failed if state is not None else ():
+        try:
+            lines = Path(pod.log_path).read_text(errors="replace").splitlines()[-FAILED_LOG_LINES:]
+        except FileNotFoundError:
+            continue
+        err_console.print(f"[bold]end of the log of pod {escape(pod.key)}[/] (the rollback removes it):")
+        for line in lines:
+            err_console.print(f"  | {escape(line)}", soft_wrap=True)
+
+
 def _wait_ready(config: RuntimeConfig, timeout: float, quiet: bool) -> None:
     from flexsfc.local import control
 
     deadline = time.monotonic() + timeout
     with console.status("starting pods...", spinner="dots") as spinner:
         while True:
-            info = control.request(config, "ready")
-            if info["error"]:
-                raise control.SupervisorError(info["error"])
-            deps = info["deployments"]
-            text = ", ".join(f"{d['name']} {d['running']}/{d['desired']}" for d in deps)
+            info = control.ready(config)
+            if info.error:
+                raise control.SupervisorError(info.error)
+            text = ", ".join(f"{d.name} {d.running}/{d.desired}" for d in info.deployments)
             if not quiet:
                 spinner.update(f"pods running: {text}")
-            if info["ready"]:
+            if info.ready:
                 return
             if time.monotonic() > deadline:
                 raise control.SupervisorError(f"not ready after {timeout:.0f}s: {text}")
@@ -119,21 +172,31 @@ def _wait_ready(config: RuntimeConfig, timeout: float, quiet: bool) -> None:
 
 
 def _config(state_dir: str | None, pin_dir: str | None = None, prefix: str | None = None) -> RuntimeConfig:
-    config = RuntimeConfig.for_dir(state_dir)
-    if not config.state_file.exists() and (pin_dir or prefix):
-        config = RuntimeConfig(
-            state_dir=config.state_dir,
-            pin_dir=pin_dir or config.pin_dir,
-            netns_prefix=prefix or config.netns_prefix,
-        )
-    return config
+    try:
+        return RuntimeConfig.for_dir(state_dir).with_options(pin_dir, prefix)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
 
 
 @click.command()
 @click.argument("path", type=click.Path(exists=True))
 @state_dir_option
-@click.option("--pin-dir", default=None, help="bpffs directory of this runtime's data plane.")
-@click.option("--netns-prefix", default=None, help="Prefix of pod network namespace names (default fx).")
+@click.option(
+    "--pin-dir",
+    default=None,
+    help="bpffs directory of this runtime's data plane (default: follows --state-dir).",
+)
+@click.option(
+    "--netns-prefix",
+    default=None,
+    help="Prefix of pod network namespace names (default: fx, or derived from --state-dir).",
+)
+@click.option(
+    "-n",
+    "--namespace",
+    default=None,
+    help="Run every object of PATH in this namespace, whatever its manifest says.",
+)
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for every replica.")
 @click.option("--metrics-port", default=0, help="Serve Prometheus metrics on 127.0.0.1:PORT (0: off).")
 def up(
@@ -141,23 +204,28 @@ def up(
     state_dir: str | None,
     pin_dir: str | None,
     netns_prefix: str | None,
+    namespace: str | None,
     timeout: float,
     metrics_port: int,
 ) -> None:
-    """Run the chain(s) in PATH (file or directory of manifests) on the local runtime."""
+    """Run the chain(s) in PATH (file or directory of manifests) on the local runtime.
+
+    An apply owns the namespaces of its objects: it replaces what runs there and leaves the others.
+    """
     _need_root()
-    preflight(path)
+    preflight(path, namespace)
     config = _config(state_dir, pin_dir, netns_prefix)
     started = time.monotonic()
-    changes = bring_up(config, path, timeout, metrics_port=metrics_port)
-    if changes.get("changed"):
-        parts = [f"{k}: {', '.join(v)}" for k, v in changes.items() if isinstance(v, list) and v]
+    changes = bring_up(config, path, timeout, metrics_port=metrics_port, namespace=namespace)
+    if changes.changed:
+        lists = {"created": changes.created, "scaled": changes.scaled, "removed": changes.removed}
+        parts = [f"{k}: {', '.join(v)}" for k, v in lists.items() if v]
         console.print(f"[green]up[/] in {time.monotonic() - started:.1f}s ({'; '.join(parts)})")
     else:
         console.print("[green]up:[/] already running as declared, nothing changed")
     from flexsfc.local import control
 
-    render_status(control.request(config, "status"))
+    render_status(control.status(config))
 
 
 # -- down / scale ----------------------------------------------------------------------------------
@@ -187,22 +255,37 @@ def down(state_dir: str | None) -> None:
 @click.argument("name")
 @click.argument("replicas", type=click.IntRange(min=0))
 @state_dir_option
+@namespace_option
 @click.option("--wait/--no-wait", default=True, show_default=True, help="Wait until the replicas run.")
 @click.option("--timeout", default=60.0, show_default=True)
-def scale(name: str, replicas: int, state_dir: str | None, wait: bool, timeout: float) -> None:
-    """Set the number of replicas of NAME (Deployment or network function)."""
+def scale(
+    name: str, replicas: int, state_dir: str | None, namespace: str | None, wait: bool, timeout: float
+) -> None:
+    """Set the number of replicas of NAME (Deployment, NAMESPACE/Deployment or network function)."""
     from flexsfc.local import control
 
     config = _config(state_dir)
     try:
-        result = control.request(config, "scale", name=name, replicas=replicas)
+        with control.supervisor_for(config, create=False) as how:
+            _say_adopted(config, how)
+        result = control.scale(config, name, replicas, namespace)
         if wait:
             _wait_ready(config, timeout, quiet=False)
     except control.SupervisorNotRunning as exc:
         raise _fail(f"{exc}; start it with `flexsfc up <dir>`") from None
     except control.SupervisorError as exc:
         raise _fail(str(exc)) from None
-    console.print(f"[green]scaled[/] {result['deployment']}: {result['from']} -> {result['to']}")
+    console.print(
+        f"[green]scaled[/] {result.namespace}/{result.deployment}: {result.before} -> {result.after}"
+    )
+
+
+def _say_adopted(config: RuntimeConfig, how: str) -> None:
+    if how == "adopted":
+        err_console.print(
+            f"[yellow]the supervisor of {escape(config.state_dir)} had died: a new one adopted its pods "
+            "and data plane[/]"
+        )
 
 
 # -- status ----------------------------------------------------------------------------------------
@@ -214,32 +297,48 @@ def scale(name: str, replicas: int, state_dir: str | None, wait: bool, timeout: 
 @click.option(
     "--interval", default=1.0, show_default=True, help="Seconds between two readings for rates (0: no rates)."
 )
-def status(state_dir: str | None, as_json: bool, interval: float) -> None:
-    """Chains, cross-connections and replicas with their state, packets, bytes and sessions."""
+@kube_options
+def status(state_dir: str | None, as_json: bool, interval: float, **kube: Any) -> None:
+    """Chains, cross-connections and replicas with their state, packets, bytes and sessions.
+
+    With --kube: the Kubernetes cluster's chains, NFs, replicas per node, node agents and problems."""
+    if kube.pop("kube"):
+        show_cluster_status(as_json=as_json, **kube)
+        return
     import json
 
     from flexsfc.local import control
-    from flexsfc.local.runtime import read_state
+    from flexsfc.local.state import read_state
+    from flexsfc.local.status import RuntimeStatus
 
     config = _config(state_dir)
+    rates = None
     try:
-        info = control.request(config, "status", timeout=30)
+        with control.supervisor_for(config, create=False) as how:
+            _say_adopted(config, how)
+        # The supervisor's document as it came: `--json` prints it unchanged (rates added).
+        raw = control.request(config, "status", timeout=30)
         if interval > 0:
             from flexsfc.metrics.rates import status_rates
 
             time.sleep(interval)
-            first, info = info, control.request(config, "status", timeout=30)
-            info["rates"] = status_rates(first, info, interval)
-    except control.SupervisorNotRunning:
+            first, raw = raw, control.request(config, "status", timeout=30)
+            rates = raw["rates"] = status_rates(first, raw, interval)
+        info = RuntimeStatus.from_json(raw)
+    except control.SupervisorError as exc:
         state = read_state(config)
         if state is None:
             raise _fail("no local runtime is running; start one with `flexsfc up <dir>`") from None
-        err_console.print("[yellow]the supervisor is not running; showing the last saved state[/]")
-        info = {"pods": state.get("pods", []), "reactions": state.get("reactions", []), "stale": True}
+        err_console.print(
+            f"[yellow]the supervisor is not running and could not be replaced ({escape(str(exc))}); "
+            "showing the last saved state[/]"
+        )
+        info = RuntimeStatus(pods=state.pods, reactions=state.reactions, stale=True)
+        raw = info.to_json()
     if as_json:
-        click.echo(json.dumps(info, indent=1, default=str))
+        click.echo(json.dumps(raw, indent=1, default=str))
         return
-    render_status(info)
+    render_status(info, rates)
 
 
 def _human(n: float) -> str:
@@ -253,99 +352,114 @@ def _human(n: float) -> str:
 _PHASE_STYLE = {"running": "green", "pending": "yellow", "terminating": "magenta", "gone": "dim"}
 
 
-def render_status(info: dict[str, Any]) -> None:
-    if info.get("chains"):
+def render_status(info: "RuntimeStatus", rates: dict[str, dict[str, float]] | None = None) -> None:
+    if info.chains:
         table = Table(title="Chains", title_justify="left")
         table.add_column("chain")
         table.add_column("network functions")
-        for chain in info["chains"]:
-            table.add_row(f"{chain['namespace']}/{chain['name']}", " -> ".join(chain["nfs"]))
+        for chain in info.chains:
+            table.add_row(f"{chain.namespace}/{chain.name}", " -> ".join(chain.nfs))
         console.print(table)
-    if info.get("deployments"):
+    if info.deployments:
         table = Table(title="Network functions", title_justify="left")
+        table.add_column("namespace")
         table.add_column("nf")
         table.add_column("deployment")
         for col in ("desired", "running", "pending", "terminating"):
             table.add_column(col, justify="right")
-        for dep in info["deployments"]:
+        for dep in info.deployments:
             table.add_row(
-                dep["nf"],
-                dep["name"],
-                str(dep["desired"]),
-                str(dep["running"]),
-                str(dep["pending"]),
-                str(dep["terminating"]),
+                dep.namespace,
+                dep.nf,
+                dep.name,
+                str(dep.desired),
+                str(dep.running),
+                str(dep.pending),
+                str(dep.terminating),
             )
         console.print(table)
-    if info.get("crossConnections"):
+    if info.cross_connections:
         table = Table(title="Cross-connections (replicas active/draining)", title_justify="left")
+        table.add_column("namespace")
         table.add_column("side A")
         table.add_column("side B")
         table.add_column("mode")
         table.add_column("A", justify="right")
         table.add_column("B", justify="right")
         table.add_column("sessions", justify="right")
-        for xc in info["crossConnections"]:
+        for xc in info.cross_connections:
             table.add_row(
-                xc["sideA"],
-                xc["sideB"],
-                xc["mode"],
-                f"{xc['activeA']}/{xc['drainingA']}",
-                f"{xc['activeB']}/{xc['drainingB']}",
-                str(xc["sessions"]),
+                xc.namespace,
+                xc.side_a,
+                xc.side_b,
+                xc.mode,
+                f"{xc.active_a}/{xc.draining_a}",
+                f"{xc.active_b}/{xc.draining_b}",
+                str(xc.sessions),
             )
         console.print(table)
     table = Table(title="Replicas (packets/bytes delivered to / sent by each pod)", title_justify="left")
-    table.add_column("pod", no_wrap=True)
+    table.add_column("namespace/pod", no_wrap=True)
     table.add_column("state")
-    rates = info.get("rates") or {}
     columns = ["pkts in", "bytes in", "pkts out", "bytes out", "sessions"]
     if rates:
         columns[2:2] = ["pps in"]
         columns[5:5] = ["pps out"]
     for col in columns:
         table.add_column(col, justify="right")
-    for pod in sorted(info.get("pods", []), key=lambda p: (p["nf"], p["name"])):
-        phase = pod["phase"]
+    for pod in sorted(info.pods, key=lambda p: (p.namespace, p.nf, p.name)):
+        counters = pod.counters
         cells = [
-            _human(pod.get("toPackets", 0)),
-            _human(pod.get("toBytes", 0)),
-            _human(pod.get("fromPackets", 0)),
-            _human(pod.get("fromBytes", 0)),
-            str(pod.get("sessions", "")),
+            _human(counters.to_packets if counters else 0),
+            _human(counters.to_bytes if counters else 0),
+            _human(counters.from_packets if counters else 0),
+            _human(counters.from_bytes if counters else 0),
+            str(counters.sessions) if counters else "",
         ]
         if rates:
-            rate = rates.get(pod["name"], {})
+            rate = rates.get(pod.name, {})
             cells[2:2] = [_human(rate.get("rxPps", 0))]
             cells[5:5] = [_human(rate.get("txPps", 0))]
-        table.add_row(pod["name"], f"[{_PHASE_STYLE.get(phase, 'white')}]{phase}[/]", *cells)
+        table.add_row(pod.key, f"[{_PHASE_STYLE.get(pod.phase, 'white')}]{pod.phase}[/]", *cells)
     console.print(table)
-    drops = {k: v for k, v in (info.get("drops") or {}).items() if v}
+    drops = {k: v for k, v in info.drops.items() if v}
     if drops:
         console.print("drops: " + ", ".join(f"{k}={v}" for k, v in sorted(drops.items())))
-    errors = [d for d in info.get("deployments", []) if d.get("lastError")]
-    for dep in errors:
-        err_console.print(f"[red]{dep['name']}:[/] {escape(dep['lastError'])}")
+    for dep in info.deployments:
+        if dep.last_error:
+            err_console.print(f"[red]{escape(dep.key)}:[/] {escape(dep.last_error)}")
 
 
 # -- exec / logs -------------------------------------------------------------------------------------
 
 
-def find_pod(config: RuntimeConfig, name: str) -> dict[str, Any]:
-    """A pod by exact name, or the first running replica of a Deployment / network function."""
-    from flexsfc.local.runtime import read_state
+def find_pod(config: RuntimeConfig, name: str, namespace: str | None = None) -> "PodStatus":
+    """A pod by name ("namespace/name" too), or the first running replica of a Deployment / network
+    function; in `namespace` when given. Pods that failed to start are found by name (their logs)."""
+    from flexsfc.local.state import read_state
 
     state = read_state(config)
     if state is None:
         raise _fail("no local runtime is running; start one with `flexsfc up <dir>`")
-    pods = state.get("pods", [])
-    for pod in pods:
-        if pod["name"] == name:
+    ns, slash, bare = name.rpartition("/")
+    if slash:
+        if namespace not in (None, ns):
+            raise _fail(f"{name!r} names namespace {ns!r}, but --namespace says {namespace!r}")
+        name, namespace = bare, ns
+    # Pod names are unique in a runtime; the newest failed pod of a name is the one a hint names.
+    for pod in [*state.pods, *reversed(state.failed)]:
+        if pod.name == name and namespace in (None, pod.namespace):
             return pod
-    candidates = [p for p in pods if name in (p["deployment"], p["nf"]) and p["phase"] == "running"]
+    candidates = state.running_pods(name, namespace)
+    namespaces = sorted({p.namespace for p in candidates})
+    if len(namespaces) > 1:
+        raise _fail(
+            f"{name!r} runs in several namespaces ({', '.join(namespaces)}); name one: "
+            f"-n NAMESPACE or NAMESPACE/{name}"
+        )
     if candidates:
-        return sorted(candidates, key=lambda p: p["name"])[0]
-    known = ", ".join(sorted(p["name"] for p in pods)) or "none"
+        return candidates[0]
+    known = ", ".join(sorted(p.key for p in state.pods)) or "none"
     raise _fail(f"no pod named {name!r} (pods: {known})")
 
 
@@ -353,11 +467,12 @@ def find_pod(config: RuntimeConfig, name: str) -> dict[str, Any]:
 @click.argument("pod")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @state_dir_option
-def exec_(pod: str, command: tuple[str, ...], state_dir: str | None) -> None:
-    """Run COMMAND inside POD's network namespace: flexsfc exec <pod> -- <cmd> [args]."""
+@namespace_option
+def exec_(pod: str, command: tuple[str, ...], state_dir: str | None, namespace: str | None) -> None:
+    """Run COMMAND inside POD's network namespace: flexsfc exec [-n NS] <pod> -- <cmd> [args]."""
     _need_root()
-    target = find_pod(_config(state_dir), pod)
-    argv = ["nsenter", f"--net=/run/netns/{target['netns']}", "--", *command]
+    target = find_pod(_config(state_dir), pod, namespace)
+    argv = ["nsenter", f"--net=/run/netns/{target.netns}", "--", *command]
     sys.stdout.flush()
     os.execvp(argv[0], argv)
 
@@ -365,13 +480,14 @@ def exec_(pod: str, command: tuple[str, ...], state_dir: str | None) -> None:
 @click.command()
 @click.argument("pod")
 @state_dir_option
+@namespace_option
 @click.option("-f", "--follow", is_flag=True, help="Keep printing what the pod writes.")
-def logs(pod: str, state_dir: str | None, follow: bool) -> None:
-    """Print the output of POD's containers, preStop hooks included."""
-    target = find_pod(_config(state_dir), pod)
-    path = Path(target["logPath"])
+def logs(pod: str, state_dir: str | None, namespace: str | None, follow: bool) -> None:
+    """Print the output of POD's containers, preStop hooks included (also of a pod that failed)."""
+    target = find_pod(_config(state_dir), pod, namespace)
+    path = Path(target.log_path)
     if not path.exists():
-        raise _fail(f"pod {target['name']} has no log yet")
+        raise _fail(f"pod {target.name} has no log yet")
     with path.open("rb") as f:
         sys.stdout.buffer.write(f.read())
         sys.stdout.flush()

@@ -21,11 +21,14 @@ def validate(path: Path) -> None:
     try:
         plan = load_plan(path)
     except ManifestError as exc:
-        for issue in exc.warnings:
-            _print_issue(console, issue)
+        # Errors first: they are what must be fixed; warnings may be follow-ups of them.
         for issue in exc.errors:
             _print_issue(console, issue)
-        console.print(f"[bold red]{len(exc.errors)} error(s)[/]: nothing applied.")
+        for issue in exc.warnings:
+            _print_issue(console, issue)
+        console.print(
+            f"[bold red]{len(exc.errors)} error(s)[/], {len(exc.warnings)} warning(s): nothing applied."
+        )
         sys.exit(1)
     _print_plan(console, plan)
     for issue in plan.issues:

@@ -128,6 +128,13 @@ def _create_veth(
         host = host_nl.link_by_name(name)
         if host is None:
             raise LinkError(errno.ENODEV, f"veth {name} vanished right after creation")
+        try:
+            # The ownership mark, right away: DEL and GC delete only a link that carries it.
+            host_nl.set_alias(host.index, state.owner_alias(env.container_id, env.ifname))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                host_nl.delete(host.index)  # not returned yet, so _undo_add would not know it
+            raise
         return host
     raise CniError(
         errors.TRY_AGAIN_LATER,
@@ -228,16 +235,26 @@ def _retire_pod_ports(host_nl: Netlink, conf: NetConf, container_id: str) -> Non
     ifindexes = []
     for other in state.load_records(conf.state_dir, container_id=container_id):
         link = host_nl.link_by_index(other.host_ifindex)
-        if link is not None and link.name == other.host_ifname:
+        if (
+            link is not None
+            and link.name == other.host_ifname
+            and _made_for(link, other.container_id, other.ifname)
+        ):
             ifindexes.append(link.index)
     if not ifindexes:
         return
     try:
-        from flexsfc.dataplane.retire import retire_ports  # libbpf only when there is something to do
+        from flexsfc.dataplane.ports.leaving import retire_ports  # libbpf only when there is something to do
 
         retire_ports(conf.pin_dir, ifindexes)
     except Exception as exc:
         print(f"flexsfc-cni: ports {ifindexes} not marked leaving in {conf.pin_dir}: {exc}", file=sys.stderr)
+
+
+def _made_for(link: LinkInfo, container_id: str, ifname: str) -> bool:
+    """Whether flexsfc-cni created this link as the host end of (container id, ifname): a veth with
+    that attachment's alias. A name alone proves nothing: anyone on the node can create ``fx...``."""
+    return link.kind == "veth" and link.alias == state.owner_alias(container_id, ifname)
 
 
 def _delete_host_end(
@@ -245,11 +262,14 @@ def _delete_host_end(
 ) -> None:
     """Deleting the host end removes the pod end too (and the netns removes both when it goes).
 
-    Without a record (ADD died before writing it) the hash-derived name is the only candidate.
+    Without a record (ADD died before writing it, or the record was unusable) the hash-derived name
+    is the only candidate. Only a link marked as this attachment's host end is ever deleted; one
+    created before the mark existed, or in the instant between creation and marking, goes with the
+    pod's network namespace.
     """
     if record is not None:
         link = host_nl.link_by_index(record.host_ifindex)
-        if link is not None and link.name == record.host_ifname:
+        if link is not None and link.name == record.host_ifname and _made_for(link, container_id, ifname):
             host_nl.delete(link.index)
             return
         candidates = [record.host_ifname]
@@ -257,8 +277,16 @@ def _delete_host_end(
         candidates = [host_name(container_id, ifname)]
     for name in candidates:
         link = host_nl.link_by_name(name)
-        if link is not None and link.kind == "veth":
+        if link is None:
+            continue
+        if _made_for(link, container_id, ifname):
             host_nl.delete(link.index)
+        else:
+            print(
+                f"flexsfc-cni: not deleting {name}: it is not the host end flexsfc-cni made for "
+                f"{container_id}/{ifname} (alias {link.alias!r})",
+                file=sys.stderr,
+            )
 
 
 # -------------------------------------------------------------------------------------------- CHECK
@@ -316,6 +344,8 @@ def _check_links(env: Environment, conf: NetConf, record: AttachmentRecord, host
     host = host_nl.link_by_index(record.host_ifindex)
     if host is None or host.name != record.host_ifname:
         raise _check_failed(f"host end {record.host_ifname} (index {record.host_ifindex}) is missing")
+    if not _made_for(host, env.container_id, env.ifname):
+        raise _check_failed(f"host end {host.name} lacks flexsfc-cni's mark (alias {host.alias!r})")
     if host.peer_index != pod.index or pod.peer_index != host.index:
         raise _check_failed(f"host end {host.name} is not the peer of {env.ifname}")
     if not host.up:
@@ -357,12 +387,13 @@ def status(env: Environment, conf: NetConf) -> None:
     if not writable:
         raise CniError(
             errors.PLUGIN_NOT_AVAILABLE,
-            f"state directory {conf.state_dir} (field 'stateDir') is not writable",
-            "make it writable by the plugin (root) or set 'stateDir' to a writable directory",
+            f"state directory {conf.state_dir} (node-level stateDir) is not writable",
+            "make it writable by the plugin (root) or set the node's stateDir to a writable directory "
+            "(docs/cni.md, node-level configuration)",
         )
     if conf.ipam:
         try:
-            ipam.find_plugin(conf.ipam["type"], env.cni_path)
+            ipam.find_plugin(conf.ipam["type"], ipam.plugin_path(env.cni_path))
         except CniError as exc:
             raise CniError(errors.PLUGIN_NOT_AVAILABLE, exc.msg, exc.details) from None
 

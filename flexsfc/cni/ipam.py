@@ -1,9 +1,14 @@
 """Delegation to the IPAM plugin named by ``ipam.type`` (for flexsfc: Debian's ``static``).
 
 The plugin is run exactly as a runtime runs us: same CNI_* environment, the whole network
-configuration on stdin. Plugins that do not speak the configuration's cniVersion (``static`` stops at
-1.0.0) are retried at the newest version both sides support; 1.0.0 and 1.1.0 results are identical
-in what IPAM returns (ips, routes, dns).
+configuration on stdin. It is looked up on the call's ``CNI_PATH``, unless the process that serves
+the call names its own plugin directories in ``FLEXSFC_IPAM_PATH``: the node agent does (its image's
+``/usr/lib/cni``, Debian's containernetworking-plugins), so a served call never runs a plugin from the
+node's CNI directory and the install writes nothing there but ``flexsfc-cni`` (docs/kubernetes.md).
+
+Plugins that do not speak the configuration's cniVersion (``static`` stops at 1.0.0) are retried at
+the newest version both sides support; 1.0.0 and 1.1.0 results are identical in what IPAM returns
+(ips, routes, dns).
 """
 
 import json
@@ -24,6 +29,18 @@ class IpamResult:
     dns: dict[str, Any] = field(default_factory=dict)
 
 
+# The serving process's own IPAM plugin directories (os.pathsep-separated); when set, they replace the
+# call's CNI_PATH for the lookup and for the delegate's own CNI_PATH.
+ENV_IPAM_PATH = "FLEXSFC_IPAM_PATH"
+
+
+def plugin_path(cni_path: tuple[str, ...], environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """Where IPAM plugins are looked up: ``FLEXSFC_IPAM_PATH`` of this process when set, else CNI_PATH."""
+    own = (os.environ if environ is None else environ).get(ENV_IPAM_PATH, "")
+    directories = tuple(p for p in own.split(os.pathsep) if p)
+    return directories or cni_path
+
+
 def find_plugin(plugin_type: str, cni_path: tuple[str, ...]) -> str:
     for directory in cni_path:
         candidate = os.path.join(directory, plugin_type)
@@ -32,7 +49,8 @@ def find_plugin(plugin_type: str, cni_path: tuple[str, ...]) -> str:
     raise CniError(
         errors.IPAM_FAILURE,
         f"IPAM plugin {plugin_type!r} (field 'ipam.type') not found",
-        f"searched CNI_PATH={os.pathsep.join(cni_path) or '(empty)'}; install it there or fix CNI_PATH",
+        f"searched {os.pathsep.join(cni_path) or '(empty)'} (CNI_PATH, or {ENV_IPAM_PATH} of the agent); "
+        "install it there or fix the path",
     )
 
 
@@ -48,9 +66,10 @@ def run(
     """
     assert netconf.ipam is not None
     plugin_type = netconf.ipam["type"]
-    binary = find_plugin(plugin_type, env.cni_path)
+    search = plugin_path(env.cni_path)
+    binary = find_plugin(plugin_type, search)
     environ = dict(os.environ)
-    environ.update({"CNI_COMMAND": command, "CNI_PATH": os.pathsep.join(env.cni_path)})
+    environ.update({"CNI_COMMAND": command, "CNI_PATH": os.pathsep.join(search)})
     environ.update(overrides or {})
     document = dict(netconf.raw)
     try:

@@ -32,8 +32,7 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from flexsfc.util.netns import in_netns
-from flexsfc.util.rtnl import RtnlError as LinkError
-from flexsfc.util.rtnl import RtnlSocket
+from flexsfc.util.rtnl import RtnlError, RtnlSocket
 
 IFF_UP = 0x1
 IFA_F_NODAD = 0x2
@@ -42,6 +41,8 @@ RTPROT_STATIC = 4
 RT_SCOPE_UNIVERSE = 0
 RT_SCOPE_LINK = 253
 RTN_UNICAST = 1
+
+LinkError = RtnlError  # what the CNI commands catch; a module-level name so it is exported (mypy)
 _GONE = (errno.ENODEV, errno.ENOENT)
 
 
@@ -54,6 +55,7 @@ class LinkInfo:
     mtu: int
     up: bool
     peer_index: int | None  # IFLA_LINK: for a veth, the peer's index in the peer's namespace
+    alias: str | None = None  # IFLA_IFALIAS: flexsfc's ownership mark on host ends (state.owner_alias)
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,13 @@ class Netlink(RtnlSocket):
         msg = ifinfmsg()
         msg["attrs"] = host
         self._request(f"create veth {host_name} <-> {pod_name}", msg, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL)
+
+    def set_alias(self, index: int, alias: str) -> None:
+        """Set IFLA_IFALIAS (the kernel ignores it in the RTM_NEWLINK that creates a link)."""
+        msg = ifinfmsg()
+        msg["index"] = index
+        msg["attrs"] = [["IFLA_IFALIAS", alias]]
+        self._request(f"set alias of link #{index}", msg, RTM_NEWLINK)
 
     def set_up(self, index: int) -> None:
         msg = ifinfmsg()
@@ -193,6 +202,7 @@ def _link_info(msg: Any) -> LinkInfo:
         mtu=msg.get_attr("IFLA_MTU"),
         up=bool(msg["flags"] & IFF_UP),
         peer_index=msg.get_attr("IFLA_LINK"),
+        alias=msg.get_attr("IFLA_IFALIAS"),
     )
 
 
@@ -221,7 +231,8 @@ def apply_sysctls(ifname: str, sysctls: tuple[tuple[str, str, str], ...], netns:
     """
     with in_netns(netns) if netns else contextlib.nullcontext():
         for family, key, value in sysctls:
-            path = f"/proc/sys/net/{family}/conf/{ifname}/{key}"
+            # FLEXSFC_PROCFS: the node agent's host procfs mount (its own /proc/sys is read-only).
+            path = f"{os.environ.get('FLEXSFC_PROCFS') or '/proc'}/sys/net/{family}/conf/{ifname}/{key}"
             if os.path.exists(path):
                 with open(path, "w", encoding="ascii") as handle:
                     handle.write(value)

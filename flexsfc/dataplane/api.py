@@ -1,8 +1,12 @@
 """The data plane's contract with the control plane (agent reconciler, benchmarks, metrics).
 
-`flexsfc.dataplane.facade.Dataplane` implements :class:`DataplaneAPI`. Cross-connections are named by
-their CrossConnection name; the data plane allocates the numeric ids it uses in its maps and keeps
-the name -> id mapping in pinned state, so a restarted process finds them again.
+`flexsfc.dataplane.facade.Dataplane` implements :class:`DataplaneAPI`, which is both sides: the
+:class:`DataplaneReader` (what status, metrics and the reconciler's diff read) and the
+:class:`DataplaneWriter` (what only the node agent calls). Cross-connections are named by a string
+the data plane stores as given: the agent uses `flexsfc.dataplane.naming.xc_key(namespace, name)`
+("namespace/name"), so equal names in two namespaces never share an entry. The data plane allocates
+the numeric ids it uses in its maps and keeps the name -> id mapping in pinned state, so a restarted
+process finds them again.
 """
 
 from dataclasses import dataclass
@@ -61,9 +65,51 @@ class SessionEntry:
     port_hi: int
     ifindex_a: int
     ifindex_b: int
+    # Seen from both sides (kept until idle for its timeout); False: only a flow's first packets so
+    # far, in the LRU of unconfirmed flows.
+    confirmed: bool = True
+    # When a packet of it last went through the session tables, on the session clock
+    # (flexsfc.dataplane.sessions.session_clock(): CLOCK_MONOTONIC_COARSE >> SESSION_CLOCK_SHIFT).
+    last_seen: int = 0
 
 
-class DataplaneAPI(Protocol):
+class DataplaneError(RuntimeError):
+    """The data plane refused an operation: a capacity is reached, or the pinned state is unusable."""
+
+
+class DataplaneReader(Protocol):
+    """What can be read from a data plane, also while another process writes it."""
+
+    def list_xcs(self) -> dict[str, int]: ...
+
+    def replicas(self, xc: str, side: Side) -> list[ReplicaPort]: ...
+
+    def neighbours(self, xc: str, side: Side, *, learned: bool = False) -> list[Neighbour]:
+        """The addresses programmed for (xc, side), or those the program learned from traffic."""
+        ...
+
+    def port_stats(self) -> dict[int, PortStats]: ...
+
+    def drop_stats(self) -> dict[str, int]:
+        """Drops by reason name (e.g. "not_ip", "malformed", "no_replica", "unknown_port")."""
+        ...
+
+    def event_stats(self) -> dict[str, int]:
+        """Events by name (e.g. "session_created", "arp_replied", "frag_followed")."""
+        ...
+
+    def session_count(self, xc: str | None = None) -> int: ...
+
+    def session_counts(self) -> dict[str, int]:
+        """Sessions per cross-connection, all of them in one walk of the session tables."""
+        ...
+
+    def sessions(self, xc: str | None = None, limit: int = 10000) -> list[SessionEntry]: ...
+
+
+class DataplaneWriter(Protocol):
+    """What changes a data plane: the node agent's reconciler, one writer process at a time."""
+
     def ensure_xc(self, name: str, *, maglev_table_size: int | None = None) -> int:
         """Create the cross-connection if missing (idempotent); returns its numeric id."""
         ...
@@ -72,7 +118,9 @@ class DataplaneAPI(Protocol):
         """Remove the cross-connection, its ports, tables and neighbours (idempotent); detach ports."""
         ...
 
-    def list_xcs(self) -> dict[str, int]: ...
+    def rename_xc(self, name: str, new_name: str) -> None:
+        """Register the cross-connection under `new_name`; its ports, tables and sessions stay."""
+        ...
 
     def set_replicas(self, xc: str, side: Side, replicas: list[ReplicaPort]) -> None:
         """Make `replicas` the whole replica set of one side (level-triggered).
@@ -84,21 +132,13 @@ class DataplaneAPI(Protocol):
         """
         ...
 
-    def replicas(self, xc: str, side: Side) -> list[ReplicaPort]: ...
-
     def set_neighbours(self, xc: str, side: Side, neighbours: list[Neighbour]) -> None:
         """Addresses of side `side`'s NF interface, answered in place for ARP/ND from the other side."""
         ...
 
-    def port_stats(self) -> dict[int, PortStats]: ...
 
-    def drop_stats(self) -> dict[str, int]:
-        """Drops by reason name (e.g. "not_ip", "malformed", "no_replica", "unknown_port")."""
-        ...
-
-    def session_count(self, xc: str | None = None) -> int: ...
-
-    def sessions(self, xc: str | None = None, limit: int = 10000) -> list[SessionEntry]: ...
+class DataplaneAPI(DataplaneReader, DataplaneWriter, Protocol):
+    """A whole data plane: its reads, its writes and its lifecycle."""
 
     def close(self) -> None:
         """Release file descriptors; pinned state and attached programs stay (forwarding goes on)."""

@@ -9,8 +9,10 @@ import ctypes
 import errno
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, cast
 
 BPF_ANY = 0
 BPF_NOEXIST = 1
@@ -135,6 +137,12 @@ def lib() -> ctypes.CDLL:
         "bpf_map__name": (cp, [vp]),
         "bpf_map__fd": (ci, [vp]),
         "bpf_map__set_max_entries": (ci, [vp, u32]),
+        "bpf_map__reuse_fd": (ci, [vp, ci]),
+        "bpf_map__type": (u32, [vp]),
+        "bpf_map__key_size": (u32, [vp]),
+        "bpf_map__value_size": (u32, [vp]),
+        "bpf_map__max_entries": (u32, [vp]),
+        "bpf_map__map_flags": (u32, [vp]),
         "bpf_program__fd": (ci, [vp]),
         "bpf_obj_pin": (ci, [ci, cp]),
         "bpf_obj_get": (ci, [cp]),
@@ -169,13 +177,37 @@ def _check(call: str, rc: int, detail: str = "") -> int:
     return rc
 
 
-def _ptr(buf: ctypes.Array | ctypes.Structure | None) -> int | None:
+if TYPE_CHECKING:
+    # Anything ctypes lays out in memory: a key or value of a map (_SimpleCData is only generic in
+    # the stubs).
+    CData: TypeAlias = ctypes.Array[Any] | ctypes.Structure | ctypes._SimpleCData[Any]
+_K = TypeVar("_K", bound="CData")
+_V = TypeVar("_V", bound="CData")
+
+
+def _ptr(buf: "CData | None") -> int | None:
     return None if buf is None else ctypes.addressof(buf)
 
 
 @cache
 def possible_cpus() -> int:
     return _check("libbpf_num_possible_cpus", lib().libbpf_num_possible_cpus())
+
+
+@dataclass(frozen=True)
+class MapSpec:
+    """The attributes that make two maps interchangeable: a pinned map can serve a newly loaded
+    program in place of the one it declares only when all of them are equal."""
+
+    type: int
+    key_size: int
+    value_size: int
+    max_entries: int
+    map_flags: int
+
+    @classmethod
+    def of(cls, info: BpfMapInfo) -> "MapSpec":
+        return cls(info.type, info.key_size, info.value_size, info.max_entries, info.map_flags)
 
 
 class BpfObject:
@@ -191,7 +223,7 @@ class BpfObject:
         ptr = lib().bpf_object__find_map_by_name(self._obj, name.encode())
         if not ptr:
             raise BpfError("bpf_object__find_map_by_name", errno.ENOENT, name)
-        return ptr
+        return int(ptr)
 
     def map_names(self) -> list[str]:
         names, ptr = [], lib().bpf_object__next_map(self._obj, None)
@@ -202,6 +234,22 @@ class BpfObject:
 
     def set_max_entries(self, map_name: str, entries: int) -> None:
         _check("bpf_map__set_max_entries", lib().bpf_map__set_max_entries(self._map(map_name), entries))
+
+    def map_spec(self, name: str) -> MapSpec:
+        """What the object declares for map `name` (after set_max_entries), before it is loaded."""
+        ptr = self._map(name)
+        return MapSpec(
+            lib().bpf_map__type(ptr),
+            lib().bpf_map__key_size(ptr),
+            lib().bpf_map__value_size(ptr),
+            lib().bpf_map__max_entries(ptr),
+            lib().bpf_map__map_flags(ptr),
+        )
+
+    def reuse_map_fd(self, name: str, fd: int) -> None:
+        """Make the loaded object use the existing map `fd` for `name` (libbpf takes a duplicate of
+        it) instead of creating one: call before load()."""
+        _check("bpf_map__reuse_fd", lib().bpf_map__reuse_fd(self._map(name), fd), name)
 
     def load(self) -> None:
         _check("bpf_object__load", lib().bpf_object__load(self._obj))
@@ -236,11 +284,11 @@ def map_info(fd: int) -> BpfMapInfo:
     return info
 
 
-def map_update(fd: int, key: ctypes.Array | ctypes.Structure, value, flags: int = BPF_ANY) -> None:
+def map_update(fd: int, key: "CData", value: "CData", flags: int = BPF_ANY) -> None:
     _check("bpf_map_update_elem", lib().bpf_map_update_elem(fd, _ptr(key), _ptr(value), flags))
 
 
-def map_lookup(fd: int, key, value) -> bool:
+def map_lookup(fd: int, key: "CData", value: "CData") -> bool:
     """Fills `value`; False when the key is absent."""
     rc = lib().bpf_map_lookup_elem(fd, _ptr(key), _ptr(value))
     if rc == -errno.ENOENT:
@@ -249,7 +297,7 @@ def map_lookup(fd: int, key, value) -> bool:
     return True
 
 
-def map_delete(fd: int, key) -> bool:
+def map_delete(fd: int, key: "CData") -> bool:
     """False when the key was absent."""
     rc = lib().bpf_map_delete_elem(fd, _ptr(key))
     if rc == -errno.ENOENT:
@@ -258,9 +306,10 @@ def map_delete(fd: int, key) -> bool:
     return True
 
 
-def map_keys(fd: int, key_type: type) -> list:
+def map_keys(fd: int, key_type: type[_K]) -> list[_K]:
     """Every key of a hash map (one syscall per key: for small control-plane maps)."""
-    keys, prev = [], None
+    keys: list[_K] = []
+    prev: _K | None = None
     while True:
         nxt = key_type()
         rc = lib().bpf_map_get_next_key(fd, _ptr(prev), ctypes.addressof(nxt))
@@ -271,28 +320,69 @@ def map_keys(fd: int, key_type: type) -> list:
         prev = nxt
 
 
-def map_dump_batch(fd: int, key_type: type, value_type: type, limit: int, chunk: int = 4096) -> list:
+def _lookup_batch(
+    fd: int,
+    token: "ctypes.Array[Any]",
+    keys: "ctypes.Array[Any]",
+    values: "ctypes.Array[Any]",
+    count: ctypes.c_uint32,
+    opts: BpfMapBatchOpts,
+    *,
+    first: bool,
+) -> bool:
+    """One BPF_MAP_LOOKUP_BATCH from `token` (the map's start when `first`; the next position is
+    written back to it); `count` in: room in keys/values, out: entries read. True once the map is
+    exhausted (those last entries are still in keys/values)."""
+    rc = lib().bpf_map_lookup_batch(
+        fd, None if first else ctypes.addressof(token), ctypes.addressof(token),
+        ctypes.addressof(keys), ctypes.addressof(values), ctypes.byref(count), ctypes.addressof(opts),
+    )  # fmt: skip
+    done = bool(rc == -errno.ENOENT)
+    if rc < 0 and not done:
+        _check("bpf_map_lookup_batch", rc)
+    return done
+
+
+def map_dump_batch(
+    fd: int, key_type: type[_K], value_type: type[_V], limit: int, chunk: int = 4096
+) -> list[tuple[_K, _V]]:
     """(key, value) pairs of a hash map in batches of `chunk` (few syscalls for large maps)."""
-    out: list = []
+    out: list[tuple[_K, _V]] = []
     token = (ctypes.c_uint8 * max(ctypes.sizeof(key_type), 8))()
     opts = BpfMapBatchOpts(sz=ctypes.sizeof(BpfMapBatchOpts))
     first = True
     while len(out) < limit:
         want = min(chunk, limit - len(out))
-        keys, values = (key_type * want)(), (value_type * want)()
+        keys = cast("ctypes.Array[_K]", (key_type * want)())
+        values = cast("ctypes.Array[_V]", (value_type * want)())
         count = ctypes.c_uint32(want)
-        rc = lib().bpf_map_lookup_batch(
-            fd, None if first else ctypes.addressof(token), ctypes.addressof(token),
-            ctypes.addressof(keys), ctypes.addressof(values), ctypes.byref(count), ctypes.addressof(opts),
-        )  # fmt: skip
-        done = rc == -errno.ENOENT
-        if rc < 0 and not done:
-            _check("bpf_map_lookup_batch", rc)
+        done = _lookup_batch(fd, token, keys, values, count, opts, first=first)
         out.extend(zip(keys[: count.value], values[: count.value], strict=True))
         if done:
             break
         first = False
     return out[:limit]
+
+
+def map_key_batches(
+    fd: int, key_size: int, value_size: int, chunk: int = 65536
+) -> Iterator[tuple[bytes, int]]:
+    """Every key of a hash map as raw bytes, `chunk` entries per syscall: yields (keys, count), the
+    first `count` keys of `key_size` bytes each packed in `keys`. For walks that need no Python
+    object per entry (counting what an upgrade drops)."""
+    token = (ctypes.c_uint8 * max(key_size, 8))()
+    keys = (ctypes.c_uint8 * (key_size * chunk))()
+    values = (ctypes.c_uint8 * (value_size * chunk))()
+    opts = BpfMapBatchOpts(sz=ctypes.sizeof(BpfMapBatchOpts))
+    first = True
+    while True:
+        count = ctypes.c_uint32(chunk)
+        done = _lookup_batch(fd, token, keys, values, count, opts, first=first)
+        if count.value:
+            yield ctypes.string_at(keys, key_size * count.value), count.value
+        if done:
+            return
+        first = False
 
 
 def _tc_hook(ifindex: int) -> BpfTcHook:
@@ -344,42 +434,7 @@ def tc_query_ingress(ifindex: int, handle: int, priority: int) -> int | None:
     if rc in (-errno.ENOENT, -errno.ENODEV, -errno.EINVAL):
         return None
     _check("bpf_tc_query", rc, f"ifindex {ifindex}")
-    return opts.prog_id
-
-
-BPF_PROG_TYPE_SCHED_CLS = 3
-
-
-def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> int:
-    """One struct bpf_insn {u8 code; u8 dst:4, src:4; s16 off; s32 imm} as a little-endian u64."""
-    return code | (dst | src << 4) << 8 | (off & 0xFFFF) << 16 | (imm & 0xFFFFFFFF) << 32
-
-
-def _load_insns(name: bytes, insns: list[int]) -> int:
-    buf = (ctypes.c_uint64 * len(insns))(*insns)
-    fd = lib().bpf_prog_load(BPF_PROG_TYPE_SCHED_CLS, name, b"GPL", ctypes.addressof(buf), len(insns), None)
-    return _check("bpf_prog_load", fd)
-
-
-_MOV64_IMM, _CALL, _EXIT = 0xB7, 0x85, 0x95
-_HELPER_REDIRECT, _HELPER_REDIRECT_PEER = 23, 155
-
-
-def load_constant_program(retval: int) -> int:
-    """Reference TC program `return retval;` (2 instructions) for cost measurements; returns its fd."""
-    return _load_insns(b"ref_constant", [_insn(_MOV64_IMM, 0, imm=retval), _insn(_EXIT)])
-
-
-def load_redirect_program(ifindex: int, *, peer: bool = True) -> int:
-    """Reference TC program `return bpf_redirect[_peer](ifindex, 0);` (4 instructions); returns its fd."""
-    helper = _HELPER_REDIRECT_PEER if peer else _HELPER_REDIRECT
-    insns = [
-        _insn(_MOV64_IMM, 1, imm=ifindex),
-        _insn(_MOV64_IMM, 2, imm=0),
-        _insn(_CALL, imm=helper),
-        _insn(_EXIT),
-    ]
-    return _load_insns(b"ref_redirect", insns)
+    return int(opts.prog_id)
 
 
 BPF_TCX_INGRESS = 46  # enum bpf_attach_type, kernel >= 6.6
@@ -395,11 +450,22 @@ def tcx_attach_ingress(ifindex: int, prog_fd: int) -> int:
     )
 
 
-def prog_id(fd: int) -> int:
-    info = (ctypes.c_uint32 * 64)()  # struct bpf_prog_info starts {u32 type; u32 id; ...}
+def _prog_info(fd: int) -> "ctypes.Array[ctypes.c_uint32]":
+    info = (ctypes.c_uint32 * 64)()  # struct bpf_prog_info starts {u32 type; u32 id; u8 tag[8]; ...}
     size = ctypes.c_uint32(ctypes.sizeof(info))
     _check("bpf_obj_get_info_by_fd", lib().bpf_obj_get_info_by_fd(fd, ctypes.addressof(info), size))
-    return info[1]
+    return info
+
+
+def prog_id(fd: int) -> int:
+    return int(_prog_info(fd)[1])
+
+
+def prog_tag(fd: int) -> bytes:
+    """The kernel's tag of a loaded program: a hash of its instructions as loaded, with the map
+    references left out (the same object loaded twice on one kernel has the same tag, whatever maps
+    it was given; any change to the code gives another)."""
+    return bytes(_prog_info(fd))[8:16]
 
 
 @dataclass(frozen=True)

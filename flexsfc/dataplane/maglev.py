@@ -4,7 +4,7 @@ Each replica's preference list is a permutation of the M slots given by (offset,
 from hashes of its stable identity, so every process and both cross-connections next to an NF build
 the same table for the same replica set. Replicas take turns claiming their next free preferred slot.
 M must be prime so every skip generates a full permutation. The fill loop runs in a small native
-helper (bpf/maglev_fill.c, built by build.py): the same loop in CPython costs ~2-3 ms for M = 4093.
+helper (native/maglev_fill.c, built by build.py): the same loop in CPython costs ~2-3 ms for M = 4093.
 """
 
 import ctypes

@@ -1,6 +1,7 @@
-"""Typed keys and values of the eBPF maps, mirroring the structs of bpf/xconnect.bpf.c.
+"""Typed keys and values of the eBPF maps, mirroring the contract headers bpf/lib/{consts,structs,maps}.h.
 
-Change both files together; tests/kernel/dataplane checks the sizes against the loaded maps.
+Change both sides together: tests/unit/dataplane/test_contract.py compares every struct, constant and
+map here with the compiled object's BTF.
 """
 
 import ctypes
@@ -13,7 +14,8 @@ MAX_NEIGHBOURS = 8192
 PORT_INDEX_SIZE = 65536
 POOL_SLOTS = 1 << 22
 FLOW_CACHE_SIZE = 4096  # entries per CPU
-FLOW_CACHE_REFRESH = 64  # every n-th hit of an entry goes through the session table
+# A cached entry older than this (jiffies, since it last went through the session tables) is not used.
+FLOW_CACHE_REFRESH_JIFFIES = 64
 NAME_LEN = 256
 
 FAMILY_ARP = 0
@@ -29,6 +31,9 @@ TAG_PLAIN_REDIRECT = 0x8000
 PORT_ACTIVE = 0
 PORT_DRAINING = 1
 PORT_LEAVING = 2  # a source only: its sessions re-hash, what its replica still sends gets out
+# SessionValue.last_seen is CLOCK_MONOTONIC_COARSE (ns) >> SESSION_CLOCK_SHIFT: units of 2^30 ns (1.07 s).
+SESSION_CLOCK_SHIFT = 30
+SESSION_F_FULL = 1  # unconfirmed: the confirmed table was full at tick last_seen
 
 # Every map of the object, in the order they are pinned (file name = map name).
 MAP_NAMES = (
@@ -40,6 +45,11 @@ MAP_NAMES = (
     "maglev_pool",
     "sessions",
     "sessions6",
+    "unconfirmed",
+    "unconfirmed6",
+    "session_counts",
+    "session_reclaims",
+    "session_clocks",
     "flow_cache",
     "frags",
     "neighbours",
@@ -48,8 +58,16 @@ MAP_NAMES = (
     "events",
     "xc_registry",
     "port_identity",
+    # The flow event stream (bpf/lib/events.h, flexsfc.dataplane.events).
+    "flow_events",
+    "events_ctl",
+    "events_cpu",
 )
+# Ring buffers have no key or value: only their size (bytes) is mirrored.
+RING_BUFFERS = ("flow_events",)
 PROGRAM_NAME = "xconnect"
+# Confirmed sessions inserted per xc by the program (per CPU), deleted per xc by the agent's sweep.
+SESSION_COUNTERS = ("session_counts", "session_reclaims")
 
 
 def filter_tag(slot: int, redirect_mode: int) -> int:
@@ -75,6 +93,12 @@ class Event(IntEnum):
     ND_REPLIED = 3
     FRAG_FOLLOWED = 4
     NEIGH_LEARNED = 5
+    ICMP_ERROR_FOLLOWED = 6  # an ICMP/ICMPv6 error went to the replica of the session it is about
+    SESSION_COLLISION = 7  # a packet of a session came from a second live replica of one side (NAT)
+    SESSION_CONFIRMED = 8  # an unconfirmed flow was answered from the other side: now in `sessions`
+    SESSION_TABLE_FULL = 9  # a flow could not be confirmed, `sessions` was full (it stays unconfirmed)
+    EVENTS_LOST = 10  # a flow event not written: the ring buffer was full (a reader too slow)
+    EVENTS_SUPPRESSED = 11  # a drop event not written: over the CPU's drop budget (rate limit)
 
 
 class Config(ctypes.Structure):
@@ -138,7 +162,7 @@ class PortRef(ctypes.Structure):
 class PortSlot(ctypes.Structure):
     """One CPU's copy of a `port_slots` entry: the occupant (same on every CPU) and its counters.
 
-    `port_slots` is a plain mmapable array laid out [cpu][slot] (numpy view: facade.PORT_SLOT_DTYPE).
+    `port_slots` is a plain mmapable array laid out [cpu][slot] (numpy view: ports.states.PORT_SLOT_DTYPE).
     """
 
     _fields_ = [
@@ -157,8 +181,31 @@ class Session(ctypes.Structure):
     _fields_ = [("side", PortRef * 2)]
 
 
+class SessionValue(ctypes.Structure):
+    """Value of the session tables (confirmed `sessions`/`sessions6`, `unconfirmed`/`unconfirmed6`)."""
+
+    _fields_ = [
+        ("pair", Session),
+        ("last_seen", ctypes.c_uint32),  # session clock (SESSION_CLOCK_SHIFT)
+        ("origin", ctypes.c_uint8),  # side of the flow's first packet
+        ("flags", ctypes.c_uint8),  # SESSION_F_*
+        ("pad", ctypes.c_uint16),
+    ]
+
+
+class SessionClockCache(ctypes.Structure):
+    """One CPU's entry of `session_clocks`, [cpu]: the session clock read at a jiffies value."""
+
+    _fields_ = [
+        ("jiffies", ctypes.c_uint64),
+        ("tick", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+        ("pad2", ctypes.c_uint64 * 6),
+    ]
+
+
 class FlowCacheEntry(ctypes.Structure):
-    _fields_ = [("key", FlowKey), ("session", Session), ("hits", ctypes.c_uint32)]
+    _fields_ = [("key", FlowKey), ("session", Session), ("stamp", ctypes.c_uint32)]
 
 
 def pool_entry(ifindex: int, slot: int) -> int:
@@ -206,6 +253,73 @@ class FragKey(ctypes.Structure):
     ]
 
 
+# ---- the flow event stream (bpf/lib/events.h) ----------------------------------------------------------
+
+FLOW_EVENTS_SIZE = 1 << 21  # ring buffer bytes
+DROP_SNAPLEN = 128  # bytes of a dropped frame in its event
+EVENTS_DROP_BUDGET = 200  # default drop events per CPU per window
+EVENTS_WINDOW_SHIFT = 30  # the drop budget's window: CLOCK_MONOTONIC_COARSE ns >> this
+EVENT_READERS = 8  # reader slots in events_ctl
+
+
+class FlowEventKind(IntEnum):
+    CREATED = 1  # a new flow chose a replica
+    REHASHED = 2  # a session's destination replica was gone: re-hashed (moved)
+    FOLLOWED = 3  # a flow came from another replica of its own side (moved upstream): followed
+    COLLISION = 4  # a second live replica of one side sent a session's flow
+    ICMP_ERROR = 5  # an ICMP error went to the replica of the session it quotes
+    DROP = 6  # a dropped packet; its first bytes follow the record
+
+
+class MoveReason(IntEnum):
+    REMOVED = 0  # the replica's port was removed
+    LEAVING = 1  # the replica's port is leaving (its pod is going away)
+
+
+class FlowEvent(ctypes.Structure):
+    _fields_ = [
+        ("time_ns", ctypes.c_uint64),  # CLOCK_MONOTONIC
+        ("kind", ctypes.c_uint8),  # FlowEventKind
+        ("reason", ctypes.c_uint8),  # DropReason for drops, MoveReason for moves
+        ("side", ctypes.c_uint8),  # side of the ingress port
+        ("moved_side", ctypes.c_uint8),
+        ("ifindex", ctypes.c_uint32),  # ingress port
+        ("old_ifindex", ctypes.c_uint32),
+        ("ifindex_a", ctypes.c_uint32),  # the session's replicas after the event
+        ("ifindex_b", ctypes.c_uint32),
+        ("pkt_len", ctypes.c_uint16),
+        ("snap_len", ctypes.c_uint16),
+        ("key", FlowKey),
+    ]
+
+
+class FlowEventDrop(ctypes.Structure):
+    _fields_ = [("ev", FlowEvent), ("packet", ctypes.c_uint8 * DROP_SNAPLEN)]
+
+
+class EventsCtl(ctypes.Structure):
+    """The stream's switch, written by readers (flexsfc.dataplane.events), read by the program."""
+
+    _fields_ = [
+        ("lease", ctypes.c_uint64),  # CLOCK_MONOTONIC_COARSE ns: emit while now < lease (0: off)
+        ("drop_budget", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+        ("reader_lease", ctypes.c_uint64 * EVENT_READERS),
+        ("reader_pid", ctypes.c_uint32 * EVENT_READERS),
+    ]
+
+
+class EventsCpu(ctypes.Structure):
+    _fields_ = [
+        ("jiffies", ctypes.c_uint64),
+        ("now", ctypes.c_uint64),
+        ("window", ctypes.c_uint32),
+        ("tokens", ctypes.c_uint32),
+        ("drop_reason", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+    ]
+
+
 # (key, value) of every map as this code reads and writes them: checked against pinned maps on
 # reopen, so state pinned by an incompatible version is refused instead of misread.
 MAP_LAYOUTS: dict[str, tuple[type, type]] = {
@@ -215,8 +329,13 @@ MAP_LAYOUTS: dict[str, tuple[type, type]] = {
     "port_slots": (U32, PortSlot),
     "maglev_tables": (U32, U64),
     "maglev_pool": (U32, PortRef),
-    "sessions": (FlowKey4, Session),
-    "sessions6": (FlowKey, Session),
+    "sessions": (FlowKey4, SessionValue),
+    "sessions6": (FlowKey, SessionValue),
+    "unconfirmed": (FlowKey4, SessionValue),
+    "unconfirmed6": (FlowKey, SessionValue),
+    "session_counts": (U32, U64),
+    "session_reclaims": (U32, U64),
+    "session_clocks": (U32, SessionClockCache),
     "flow_cache": (U32, FlowCacheEntry),
     "frags": (FragKey, PortRef),
     "neighbours": (NeighKey, NeighVal),
@@ -225,6 +344,8 @@ MAP_LAYOUTS: dict[str, tuple[type, type]] = {
     "events": (U32, U64),
     "xc_registry": (Name, XcRecord),
     "port_identity": (U32, Name),
+    "events_ctl": (U32, EventsCtl),
+    "events_cpu": (U32, EventsCpu),
 }
 
 
@@ -232,7 +353,12 @@ MAP_LAYOUTS: dict[str, tuple[type, type]] = {
 # capacities it checks against): checked against pinned maps on reopen like the layouts.
 def map_capacities(ncpu: int) -> dict[str, int]:
     """MAP_CAPACITIES plus the arrays laid out [cpu][entry]."""
-    return {**MAP_CAPACITIES, "port_slots": MAX_PORTS * ncpu, "flow_cache": FLOW_CACHE_SIZE * ncpu}
+    return {
+        **MAP_CAPACITIES,
+        "port_slots": MAX_PORTS * ncpu,
+        "flow_cache": FLOW_CACHE_SIZE * ncpu,
+        "session_clocks": ncpu,
+    }
 
 
 MAP_CAPACITIES: dict[str, int] = {
@@ -243,10 +369,14 @@ MAP_CAPACITIES: dict[str, int] = {
     "neighbours": MAX_NEIGHBOURS,
     "xc_registry": MAX_XC,
     "port_identity": MAX_PORTS,
+    "session_counts": MAX_XC,
+    "session_reclaims": MAX_XC,
+    "flow_events": FLOW_EVENTS_SIZE,
+    "events_ctl": 1,
 }
 
 
-def encode_name(name: str, field: str) -> Name:
+def encode_name(name: str, field: str) -> "ctypes.Array[ctypes.c_char]":
     raw = name.encode()
     if not raw or len(raw) >= NAME_LEN:
         raise ValueError(f"{field} {name!r}: must be 1..{NAME_LEN - 1} bytes")

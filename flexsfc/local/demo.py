@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from flexsfc.agent.types import ReplicaPhase
 from flexsfc.local import control
 from flexsfc.local.config import RuntimeConfig
 from flexsfc.local.scenario import (
@@ -74,13 +75,15 @@ def run_demo(config: RuntimeConfig, plan: Plan, settings: DemoSettings, say: Say
     port = 9000
 
     def snapshot() -> Snapshot:
-        status = control.request(config, "status")
+        status = control.status(config)
         pods = [
-            p for p in status["pods"] if p["nf"] == settings.nf and p["phase"] in ("running", "terminating")
+            p
+            for p in status.pods
+            if p.nf == settings.nf and p.phase in (ReplicaPhase.RUNNING, ReplicaPhase.TERMINATING)
         ]
-        created = {p["name"]: int(p.get("sessionsCreated", 0)) for p in pods}
+        created = {p.name: p.counters.sessions_created if p.counters else 0 for p in pods}
         return Snapshot(
-            time.time_ns(), flow_owners(config, xc, settings.nf, port), created, [p["name"] for p in pods]
+            time.time_ns(), flow_owners(config, xc, settings.nf, port), created, [p.name for p in pods]
         )
 
     tr = settings.traffic
@@ -96,7 +99,7 @@ def run_demo(config: RuntimeConfig, plan: Plan, settings: DemoSettings, say: Say
         before = snapshot()
         say(f"scale {settings.nf} 1 -> {settings.scale_to} under traffic")
         t_out = time.time_ns()
-        control.request(config, "scale", name=settings.nf, replicas=settings.scale_to)
+        control.scale(config, settings.nf, settings.scale_to)
         wait_ready(config, settings.ready_timeout)
         t_out_done = time.time_ns()
         time.sleep(settings.settle_seconds / 3)
@@ -105,7 +108,7 @@ def run_demo(config: RuntimeConfig, plan: Plan, settings: DemoSettings, say: Say
         scaled = snapshot()
         say(f"scale {settings.nf} {settings.scale_to} -> 1 (drain, preStop, graceful termination)")
         t_in = time.time_ns()
-        control.request(config, "scale", name=settings.nf, replicas=1)
+        control.scale(config, settings.nf, 1)
         time.sleep(settings.drain_probe_seconds)
         draining = snapshot()
         wait_settled(config, settings.nf, 1, settings.ready_timeout)
@@ -119,7 +122,7 @@ def run_demo(config: RuntimeConfig, plan: Plan, settings: DemoSettings, say: Say
 
     flows = long_lived_flows(report)
     early = long_lived_flows(report, late=False)  # the ones that existed before the scale-out
-    reactions = control.request(config, "reactions")
+    reactions = control.reactions(config)
     removed = [p for p in scaled.pods if p not in after.pods]
     on_removed = [f for f in flows if scaled.owners.get(f) in removed]
     return {
@@ -152,7 +155,7 @@ def run_demo(config: RuntimeConfig, plan: Plan, settings: DemoSettings, say: Say
         "reactions": [
             r
             for r in reactions
-            if r["nf"] == settings.nf and not (r["kind"].startswith("running") and r["pod"] in before.pods)
+            if r.nf == settings.nf and not (r.kind.startswith("running") and r.pod in before.pods)
         ],
     }
 

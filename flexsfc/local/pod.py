@@ -3,6 +3,11 @@
 The lifecycle mirrors the kubelet's: create sandbox (netns, loopback up) -> CNI ADD per network ->
 start containers -> readiness -> ... -> preStop -> SIGTERM -> (grace) -> SIGKILL -> CNI DEL -> sandbox
 removed. The caller (the replica set) decides when each step happens and tells the agent.
+
+A pod can also be adopted (`Pod.adopt`): a new supervisor takes over the pods of one that died,
+from the state file. Their container processes are not its children: it watches them through
+/proc (PID plus start time, so a reused PID is never taken for the container) instead of waiting
+on them.
 """
 
 import contextlib
@@ -14,7 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +28,7 @@ from pyroute2 import NetNS, netns
 from flexsfc.agent.types import NfReplica, ReplicaPhase
 from flexsfc.local.cni import CniCall, CniError, cni_add, cni_del
 from flexsfc.local.podspec import PodSpec
+from flexsfc.local.status import Attachment, PodCounters, PodStatus, PodTimes, ProcessInfo
 from flexsfc.model.records import AttachmentRecord
 from flexsfc.util.netns import netns_path
 
@@ -37,35 +43,6 @@ class PodError(RuntimeError):
 
 # (CNI configuration with stateDir, container id, ifname) -> the record flexsfc-cni wrote, if any
 RecordLoader = Callable[[dict[str, Any], str, str], AttachmentRecord | None]
-
-
-@dataclass
-class Attachment:
-    """One Multus network selection of the pod: what CNI ADD got, so DEL can send the same."""
-
-    ifname: str
-    network: str  # NetworkAttachmentDefinition name
-    config: dict[str, Any]
-    added: bool = False
-
-
-@dataclass
-class ProcessInfo:
-    container: str
-    pid: int
-    start_ticks: int  # /proc/<pid>/stat field 22: tells a reused PID apart
-
-
-@dataclass
-class PodTimes:
-    created: float = 0.0
-    networked: float = 0.0  # every CNI ADD done
-    started: float = 0.0  # container processes started
-    running: float = 0.0  # ready
-    first_packet: float = 0.0
-    terminating: float = 0.0
-    drained: float = 0.0
-    gone: float = 0.0
 
 
 @dataclass
@@ -85,12 +62,40 @@ class Pod:
     records: list[AttachmentRecord] = field(default_factory=list)
     processes: list[ProcessInfo] = field(default_factory=list)
     times: PodTimes = field(default_factory=PodTimes)
-    _popen: dict[str, subprocess.Popen] = field(default_factory=dict, repr=False)
+    # Whether this pod's network namespace exists because of it: a namespace of the same name that
+    # was there before is never this pod's to remove.
+    sandbox: bool = False
+    # Taken over from a supervisor that died: its processes are watched through /proc.
+    adopted: bool = False
+    _popen: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @staticmethod
     def new_uid() -> str:
         return str(uuid.uuid4())
+
+    @classmethod
+    def adopt(cls, status: PodStatus, spec: PodSpec) -> "Pod":
+        """The pod a previous supervisor recorded, taken over as it is (nothing is started)."""
+        return cls(
+            name=status.name,
+            uid=status.uid,
+            namespace=status.namespace,
+            deployment=status.deployment,
+            nf=status.nf,
+            netns=status.netns,
+            spec=spec,
+            attachments=[replace(a, config=dict(a.config)) for a in status.attachments],
+            log_path=status.log_path,
+            workdir=status.workdir,
+            phase=status.phase,
+            reason=status.reason,
+            records=list(status.records),
+            processes=list(status.processes),
+            times=replace(status.times),
+            sandbox=True,
+            adopted=True,
+        )
 
     @property
     def container_id(self) -> str:
@@ -101,30 +106,32 @@ class Pod:
         return netns_path(self.netns)
 
     def replica(self) -> NfReplica:
-        return NfReplica(
-            uid=self.uid,
-            namespace=self.namespace,
-            pod_name=self.name,
-            nf=self.nf,
-            phase=self.phase,
-            interfaces=tuple(self.records),
-        )
+        return self.status().replica()
 
     # -- sandbox and networks ------------------------------------------------------------------
 
     def create_sandbox(self) -> None:
         self.times.created = time.time()
         Path(self.workdir).mkdir(parents=True, exist_ok=True)
+        Path(self.log_path).parent.mkdir(parents=True, exist_ok=True)
+        if os.path.exists(self.netns_path):
+            # Someone else's (another runtime given the same --netns-prefix, a leftover): never join it.
+            raise PodError(
+                f"pod {self.name}: network namespace {self.netns} exists already; another runtime may "
+                "use the same --netns-prefix, or `ip netns del` a leftover"
+            )
         netns.create(self.netns)
+        self.sandbox = True
         with NetNS(self.netns) as ns:
             (lo,) = ns.link_lookup(ifname="lo")
             ns.link("set", index=lo, state="up")
 
-    def add_networks(self, load_record: RecordLoader) -> None:
-        """CNI ADD for every network selection, in order. Raises PodError naming the failing one."""
+    def add_networks(self, load_record: RecordLoader, node_file: str) -> None:
+        """CNI ADD for every network selection, in order, through the shim to the agent `node_file`
+        names. Raises PodError naming the failing one."""
         for att in self.attachments:
             try:
-                cni_add(self._cni_call(att))
+                cni_add(self._cni_call(att), node_file)
             except CniError as exc:
                 raise PodError(f"pod {self.name}: {exc}") from exc
             att.added = True
@@ -136,21 +143,23 @@ class Pod:
                 )
             self.records.append(record)
 
-    def delete_networks(self) -> list[str]:
-        """CNI DEL for every attachment that was added (reverse order). Returns errors, raises nothing."""
+    def delete_networks(self, node_file: str) -> list[str]:
+        """CNI DEL for every attachment that was added (reverse order), through the shim. Returns
+        errors, raises nothing."""
         errors = []
         for att in reversed(self.attachments):
             if not att.added:
                 continue
             try:
-                cni_del(self._cni_call(att))
+                cni_del(self._cni_call(att), node_file)
                 att.added = False
             except CniError as exc:
                 errors.append(f"pod {self.name}: {exc}")
         return errors
 
     def delete_sandbox(self) -> None:
-        remove_sandbox(self.netns)
+        if self.sandbox:
+            remove_sandbox(self.netns)
 
     def _cni_call(self, att: Attachment) -> CniCall:
         return cni_call(self.uid, self.namespace, self.name, self.netns, att)
@@ -179,7 +188,16 @@ class Pod:
             code = proc.poll()
             if code is not None:
                 return f"container {name} exited with status {code}"
+        for info in self._adopted():
+            if not process_alive(info):
+                return f"container {info.container} exited (started by an earlier supervisor: status unknown)"
         return None
+
+    def _adopted(self) -> list[ProcessInfo]:
+        """Container processes an earlier supervisor started: not children of this process."""
+        if not self.adopted:
+            return []
+        return [info for info in self.processes if info.container not in self._popen]
 
     def is_ready(self) -> bool:
         for container in self.spec.containers:
@@ -221,16 +239,19 @@ class Pod:
 
     def stop_containers(self, deadline: float) -> None:
         """SIGTERM every container's process group, SIGKILL what is left at `deadline`."""
+        adopted = self._adopted()
         for info in self.processes:
             signal_group(info, signal.SIGTERM)
         for proc in self._popen.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        wait_gone(adopted, deadline)
         for info in self.processes:
             signal_group(info, signal.SIGKILL)
         for proc in self._popen.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
+        wait_gone(adopted, time.monotonic() + 5)
         self._popen.clear()
         self.processes.clear()
 
@@ -250,33 +271,53 @@ class Pod:
 
     # -- state on disk -------------------------------------------------------------------------
 
-    def to_state(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "uid": self.uid,
-            "namespace": self.namespace,
-            "deployment": self.deployment,
-            "nf": self.nf,
-            "netns": self.netns,
-            "phase": self.phase.value,
-            "reason": self.reason,
-            "logPath": self.log_path,
-            "workdir": self.workdir,
-            "attachments": [asdict(a) for a in self.attachments],
-            "records": [r.to_json_dict() for r in self.records],
-            "processes": [asdict(p) for p in self.processes],
-            "times": asdict(self.times),
-        }
+    def status(self, counters: PodCounters | None = None) -> PodStatus:
+        """A snapshot: later changes of the pod do not show in it."""
+        return PodStatus(
+            name=self.name,
+            uid=self.uid,
+            namespace=self.namespace,
+            deployment=self.deployment,
+            nf=self.nf,
+            netns=self.netns,
+            phase=self.phase,
+            reason=self.reason,
+            log_path=self.log_path,
+            workdir=self.workdir,
+            attachments=tuple(replace(a, config=dict(a.config)) for a in self.attachments),
+            records=tuple(self.records),
+            processes=tuple(self.processes),
+            times=replace(self.times),
+            counters=counters,
+        )
 
 
-def process_start_ticks(pid: int) -> int:
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/<pid>/stat from field 3 (state) on; [] when there is no such process."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             stat = f.read()
     except OSError:
-        return 0
+        return []
     # The command name (field 2) may contain spaces: split after its closing parenthesis.
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    return stat.rsplit(")", 1)[1].split()
+
+
+def process_start_ticks(pid: int) -> int:
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields else 0
+
+
+def process_alive(info: ProcessInfo) -> bool:
+    """Whether the process we started still runs: same PID and start time, and not a zombie."""
+    fields = _stat_fields(info.pid)
+    return bool(fields) and fields[0] != "Z" and int(fields[19]) == info.start_ticks
+
+
+def wait_gone(processes: list[ProcessInfo], deadline: float) -> None:
+    """Poll until none of `processes` runs any more, or `deadline` (monotonic) passes."""
+    while any(process_alive(p) for p in processes) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def signal_group(info: ProcessInfo, sig: int) -> None:
@@ -313,21 +354,20 @@ def kill_processes_in_netns(path: str) -> list[int]:
     return killed
 
 
-def cleanup_pod_state(raw: dict[str, Any]) -> list[str]:
-    """Remove what a pod recorded on disk left behind (used by `down` when the supervisor is gone)."""
+def cleanup_pod_state(pod: PodStatus, node_file: str) -> list[str]:
+    """Remove what a pod recorded on disk left behind (orphans; `down` when the supervisor is gone).
+    CNI DEL goes through the shim to the agent `node_file` names, which must be serving."""
     errors = []
-    for proc in raw.get("processes", []):
-        info = ProcessInfo(**proc)
+    for info in pod.processes:
         signal_group(info, signal.SIGKILL)
-    for att_raw in reversed(raw.get("attachments", [])):
-        att = Attachment(**att_raw)
+    for att in reversed(pod.attachments):
         if not att.added:
             continue
         try:
-            cni_del(cni_call(raw["uid"], raw["namespace"], raw["name"], raw["netns"], att))
+            cni_del(cni_call(pod.uid, pod.namespace, pod.name, pod.netns, att), node_file)
         except CniError as exc:
-            errors.append(f"pod {raw['name']}: {exc}")
-    remove_sandbox(raw["netns"])
+            errors.append(f"pod {pod.name}: {exc}")
+    remove_sandbox(pod.netns)
     return errors
 
 

@@ -1,76 +1,95 @@
 """The embedded runtime: replica sets of local pods, wired to the node agent's reconciler.
 
-One `Runtime` owns one data plane (its own pin directory), the agent loop and every replica set. Each
-pod lifecycle change updates the agent's picture and reconciles at once, so the data plane follows the
-pods with the shortest delay. The supervisor process (flexsfc.local.supervisor) wraps a Runtime with a
-control socket; tests and benchmarks may also drive a Runtime in-process.
+One `Runtime` owns one data plane (its own pin directory), the agent loop and every replica set. It
+validates requests and hands them on: the replica sets and pod lifecycles to
+flexsfc.local.replicasets, what it tells about itself (events, reaction times, status, sessions) to
+flexsfc.local.observe, and its state file to flexsfc.local.state. The supervisor process
+(flexsfc.local.supervisor) wraps a Runtime with a control socket; tests and benchmarks may also drive
+a Runtime in-process.
+
+The plan is kept per namespace (flexsfc.local.manifests): an apply replaces the namespaces its
+objects are in. A Runtime given the state of one whose supervisor died (`adopt`) takes over its pods
+and its pinned data plane without restarting or moving anything.
 """
 
 import contextlib
-import json
+import dataclasses
 import logging
 import os
-import secrets
 import shutil
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Iterable
 
 from flexsfc.agent.locked import LockedDataplane
 from flexsfc.agent.loop import AgentLoop
-from flexsfc.agent.reconciler import ReconcileError, ReconcileReport
-from flexsfc.agent.types import ReplicaPhase
-from flexsfc.dataplane.api import DataplaneAPI, ReplicaState
+from flexsfc.agent.reconciler import ReconcileReport
+from flexsfc.agent.types import ReplicaPhase, dataplane_name
+from flexsfc.dataplane.api import DataplaneAPI
+from flexsfc.local import manifests
 from flexsfc.local.config import RuntimeConfig
-from flexsfc.local.pod import PROBE_INTERVAL_SECONDS, Attachment, Pod, PodError, cleanup_pod_state
+from flexsfc.local.node import LocalCniAgent
+from flexsfc.local.observe import STATUS_SESSION_LIMIT, Observer
+from flexsfc.local.pod import Pod
 from flexsfc.local.podspec import PodSpec, parse_pod_template
-from flexsfc.model.records import AttachmentRecord
-from flexsfc.model.types import NetworkAttachment, NfDeployment, Plan, Side
+from flexsfc.local.replicasets import READY_TIMEOUT_SECONDS, ReplicaSet, ReplicaSets, deployment_key
+from flexsfc.local.state import DesiredReplicas, RuntimeState, read_state, write_state
+from flexsfc.local.status import (
+    ApplyResult,
+    DeploymentStatus,
+    Reaction,
+    RuntimeEvent,
+    RuntimeStatus,
+    ScaleResult,
+    SessionRecord,
+)
+from flexsfc.model.errors import ManifestError
+from flexsfc.model.types import NetworkAttachment, Plan
+
+__all__ = ["READY_TIMEOUT_SECONDS", "ReplicaSet", "Runtime", "RuntimeRequestError", "read_state"]
 
 log = logging.getLogger(__name__)
 
-READY_TIMEOUT_SECONDS = 60.0
-MONITOR_INTERVAL_SECONDS = 0.05
-FIRST_PACKET_WATCH_SECONDS = 10.0
-FIRST_PACKET_POLL_SECONDS = 0.001  # for the first FIRST_PACKET_FAST_SECONDS, then 10x slower
-FIRST_PACKET_FAST_SECONDS = 0.5
-MAX_BACKOFF_SECONDS = 30.0
-STATUS_SESSION_LIMIT = 200_000
+SHUTDOWN_TIMEOUT_SECONDS = 180.0
+STATE_REACTIONS = 200  # the newest ones the state file keeps
 
 
 class RuntimeRequestError(RuntimeError):
     """A request the runtime refuses (unknown NF, bad manifests) or a failure it reports."""
 
 
-@dataclass
-class ReplicaSet:
-    deployment: NfDeployment
-    pod_spec: PodSpec
-    desired: int
-    pods: dict[str, Pod] = field(default_factory=dict)  # uid -> pod
-    last_error: str = ""
-    failures: int = 0
-    retry_at: float = 0.0
-
-    @property
-    def name(self) -> str:
-        return self.deployment.name
-
-    def live(self) -> list[Pod]:
-        return [p for p in self.pods.values() if p.phase in (ReplicaPhase.PENDING, ReplicaPhase.RUNNING)]
-
-    def count(self, phase: ReplicaPhase) -> int:
-        return sum(1 for p in self.pods.values() if p.phase is phase)
+def plan_namespaces(plan: Plan) -> set[str]:
+    return (
+        {c.namespace for c in plan.chains}
+        | {d.namespace for d in plan.deployments}
+        | {a.namespace for a in plan.attachments}
+        | {x.namespace for x in plan.cross_connections}
+    )
 
 
-def _load_record(config: dict[str, Any], container_id: str, ifname: str) -> AttachmentRecord | None:
-    from flexsfc.cni.state import record_for
+def plan_part(plan: Plan, namespace: str) -> Plan:
+    """The objects of `plan` in `namespace`."""
+    return Plan(
+        chains=[c for c in plan.chains if c.namespace == namespace],
+        cross_connections=[x for x in plan.cross_connections if x.namespace == namespace],
+        deployments=[d for d in plan.deployments if d.namespace == namespace],
+        attachments=[a for a in plan.attachments if a.namespace == namespace],
+    )
 
-    return record_for(container_id, ifname, state_dir=config["stateDir"])
+
+def merge_plans(parts: Iterable[Plan]) -> Plan:
+    merged = Plan(chains=[], cross_connections=[], deployments=[], attachments=[])
+    for part in parts:
+        merged.chains += part.chains
+        merged.cross_connections += part.cross_connections
+        merged.deployments += part.deployments
+        merged.attachments += part.attachments
+    return merged
+
+
+def _manifest_error(exc: ManifestError) -> RuntimeRequestError:
+    errors = [str(issue) for issue in exc.errors]
+    return RuntimeRequestError(f"{len(errors)} error(s) in the manifests: " + "; ".join(errors))
 
 
 class Runtime:
@@ -78,6 +97,9 @@ class Runtime:
         self,
         config: RuntimeConfig,
         dataplane_factory: Callable[[str], DataplaneAPI] | None = None,
+        *,
+        adopt: RuntimeState | None = None,
+        serve_cni: bool = True,
     ) -> None:
         self.config = config
         config.root.mkdir(parents=True, exist_ok=True)
@@ -86,108 +108,204 @@ class Runtime:
         if dataplane_factory is None:
             from flexsfc.dataplane.facade import Dataplane
 
-            dataplane_factory = Dataplane
-        self.dataplane: DataplaneAPI = LockedDataplane(dataplane_factory(config.pin_dir))  # type: ignore[assignment]
+            def dataplane_factory(pin_dir: str) -> DataplaneAPI:
+                # The supervisor is the node's writer: it upgrades a pinned program of another version.
+                return Dataplane(pin_dir, upgrade=True)
+
+        self.dataplane: DataplaneAPI = LockedDataplane(dataplane_factory(config.pin_dir))
         self.agent = AgentLoop(self.dataplane, on_report=self._on_report)
-        self.plan: Plan | None = None
-        self.source = ""
-        self.sets: dict[str, ReplicaSet] = {}
-        self.reactions: list[dict[str, Any]] = []
-        self.events: list[dict[str, Any]] = []
-        self._error_sink: list[str] | None = None  # errors during shutdown, reported by `down`
-        self.agent_error = ""  # the last reconcile's failure, until one succeeds
-        self.orphans: list[dict[str, Any]] = []  # pods whose removal failed: retried by shutdown/down
+        self.agent.start_sweeper()  # idle sessions; the reconciles run in the runtime's threads
+        self.plan: Plan | None = None  # every namespace's part, merged
+        self._parts: dict[str, Plan] = {}  # namespace -> what runs there
+        self._sources: dict[str, str] = {}  # namespace -> the manifests it was applied from
         self._lock = threading.RLock()
-        self._threads: list[threading.Thread] = []
-        self._stopping = threading.Event()
-        self._shutting_down = False  # pods still starting give up instead of waiting for readiness
-        self._monitor = threading.Thread(target=self._monitor_loop, name="flexsfc-monitor", daemon=True)
-        self._monitor.start()
+        self.observer = Observer(self.dataplane)
+        self.replica_sets = ReplicaSets(config, self.agent, self.observer, self.persist, self._lock)
+        # This process is the node's agent: the pods' CNI calls come back to it through the shim,
+        # so it is the only writer of the data plane (the DEL's leaving mark included). Served
+        # before adoption: the DELs the shim queued while no supervisor ran are replayed first, and
+        # adoption's follow-ups (a pod caught halfway is removed) need the socket. `serve_cni=False`
+        # is for callers that never start a pod (unit tests over an in-memory data plane).
+        self.cni: LocalCniAgent | None = LocalCniAgent(config) if serve_cni else None
+        try:
+            if self.cni is not None:
+                self.cni.start()
+            if adopt is not None:
+                self._adopt(adopt)
+        except BaseException:
+            if self.cni is not None:
+                self.cni.stop()
+            raise
         self.persist()
+
+    @property
+    def source(self) -> str:
+        """Where the manifests came from: the path, or `namespace: path` per namespace."""
+        sources = dict(sorted(self._sources.items()))
+        if len(set(sources.values())) <= 1 and len(sources) <= 1:
+            return next(iter(sources.values()), "")
+        return "; ".join(f"{ns}: {path}" for ns, path in sources.items())
+
+    @property
+    def sets(self) -> dict[str, ReplicaSet]:
+        return self.replica_sets.sets
+
+    @property
+    def reactions(self) -> list[Reaction]:
+        return self.observer.reactions
+
+    @property
+    def events(self) -> list[RuntimeEvent]:
+        return self.observer.events
+
+    @property
+    def agent_error(self) -> str:
+        return self.replica_sets.agent_error
 
     # -- requests ------------------------------------------------------------------------------
 
-    def apply(self, plan: Plan, source: str) -> dict[str, Any]:
-        """Make the runtime run `plan` (idempotent). Validates every pod template before acting."""
+    def apply_manifests(self, path: str, namespace: str | None = None) -> ApplyResult:
+        """Apply the manifests at `path` (moved to `namespace` when given), and keep them for adoption."""
+        documents, issues = manifests.load_in_namespace(path, namespace)
+        try:
+            plan = manifests.plan_of(documents, issues)
+        except ManifestError as exc:
+            raise _manifest_error(exc) from None
+        return self.apply(plan, path, documents=manifests.by_namespace(documents))
+
+    def apply(
+        self, plan: Plan, source: str, *, documents: dict[str, list[dict[str, object]]] | None = None
+    ) -> ApplyResult:
+        """Make the runtime run `plan` in its namespaces (idempotent); other namespaces stay as they are.
+
+        Validates every pod template before acting. `documents` (namespace -> objects) are saved
+        for a supervisor that adopts this runtime later.
+        """
+        namespaces = plan_namespaces(plan)
+        with self._lock:
+            parts = {ns: p for ns, p in self._parts.items() if ns not in namespaces}
+        parts |= {ns: plan_part(plan, ns) for ns in namespaces}
+        merged = merge_plans(parts[ns] for ns in sorted(parts))
+        specs, networks = self._check(merged)
+        with self._lock:
+            self._parts = parts
+            self._sources = {ns: s for ns, s in self._sources.items() if ns in parts}
+            self._sources |= dict.fromkeys(namespaces, source)
+            self.plan = merged
+            self._tell_agent(merged)
+            changed = {deployment_key(d.namespace, d.name) for d in plan.deployments}
+            changes = self.replica_sets.update(merged.deployments, specs, networks, changed)
+            for ns, objects in (documents or {}).items():
+                manifests.save(self.config, ns, source, objects)
+        self.replica_sets.sync("apply")
+        self.replica_sets.reconcile()
+        self.persist()
+        return changes
+
+    def _check(self, plan: Plan) -> tuple[dict[str, PodSpec], dict[tuple[str, str], NetworkAttachment]]:
+        """Pod templates parsed, every network selection resolved; raises what is wrong."""
         specs = {
-            d.name: parse_pod_template(d.pod_template, f"Deployment {d.namespace}/{d.name}")
+            deployment_key(d.namespace, d.name): parse_pod_template(
+                d.pod_template, f"Deployment {d.namespace}/{d.name}"
+            )
             for d in plan.deployments
         }
-        names = [d.name for d in plan.deployments]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise RuntimeRequestError(
-                f"Deployments {', '.join(duplicates)} exist in several namespaces; the local runtime "
-                "names pods after their Deployment: rename one of them"
-            )
-        attachments = {(a.namespace, a.name): a for a in plan.attachments}
+        networks = {(a.namespace, a.name): a for a in plan.attachments}
         for dep in plan.deployments:
             for sel in dep.networks:
-                if (sel.namespace or dep.namespace, sel.network) not in attachments:
+                if (sel.namespace or dep.namespace, sel.network) not in networks:
                     raise RuntimeRequestError(
                         f"Deployment {dep.namespace}/{dep.name}: network {sel.network} has no "
                         "NetworkAttachmentDefinition in the manifests; add it"
                     )
-        changes: dict[str, Any] = {"created": [], "scaled": [], "removed": []}
-        with self._lock:
-            self.plan = plan
-            self.source = source
-            settings = {c.name: c.settings for c in plan.chains}
-            self.agent.set_cross_connections(plan.cross_connections, settings)
-            for dep in plan.deployments:
-                rs = self.sets.get(dep.name)
-                if rs is None:
-                    self.sets[dep.name] = ReplicaSet(dep, specs[dep.name], dep.replicas)
-                    changes["created"].append(dep.name)
-                else:
-                    if rs.desired != dep.replicas:
-                        changes["scaled"].append(f"{dep.name}: {rs.desired} -> {dep.replicas}")
-                    rs.deployment, rs.pod_spec, rs.desired = dep, specs[dep.name], dep.replicas
-            wanted = {d.name for d in plan.deployments}
-            for name, rs in self.sets.items():
-                if name not in wanted and rs.desired:
-                    rs.desired = 0
-                    changes["removed"].append(name)
-        self._sync("apply")
-        self._reconcile_sets()
-        self.persist()
-        changes["changed"] = any(changes[k] for k in ("created", "scaled", "removed"))
-        return changes
+        return specs, networks
 
-    def scale(self, name: str, replicas: int) -> dict[str, Any]:
+    def _tell_agent(self, plan: Plan) -> None:
+        # Chains are namespaced: the same chain name may run in several namespaces.
+        settings = {(c.namespace, c.name): c.settings for c in plan.chains}
+        self.agent.set_cross_connections(plan.cross_connections, settings)
+
+    def find(self, name: str, namespace: str | None = None) -> ReplicaSet:
+        """The one replica set `name` (Deployment, namespace/Deployment or NF) means; else why not."""
+        matches = self.replica_sets.find(name, namespace)
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            where = ", ".join(sorted(rs.namespace for rs in matches))
+            raise RuntimeRequestError(
+                f"{name!r} runs in several namespaces ({where}); name one: -n NAMESPACE or NAMESPACE/{name}"
+            )
+        known = ", ".join(sorted(self.sets)) or "none"
+        inside = f" in namespace {namespace!r}" if namespace else ""
+        raise RuntimeRequestError(
+            f"no Deployment or network function named {name!r}{inside} (known: {known})"
+        )
+
+    def scale(self, name: str, replicas: int, namespace: str | None = None) -> ScaleResult:
         if replicas < 0:
             raise RuntimeRequestError(f"replicas must be >= 0, got {replicas}; 0 stops every replica")
         with self._lock:
-            rs = self._find_set(name)
+            rs = self.find(name, namespace)
             before, rs.desired = rs.desired, replicas
             rs.last_error, rs.failures, rs.retry_at = "", 0, 0.0
-        self.event(f"scale {rs.name} {before} -> {replicas}")
-        self._reconcile_sets()
+        self.event(f"scale {rs.key} {before} -> {replicas}")
+        self.replica_sets.reconcile()
         self.persist()
-        return {"deployment": rs.name, "from": before, "to": replicas}
+        return ScaleResult(rs.name, before, replicas, rs.namespace)
 
-    def _find_set(self, name: str) -> ReplicaSet:
-        if name in self.sets:
-            return self.sets[name]
-        by_nf = [rs for rs in self.sets.values() if rs.deployment.nf == name]
-        if len(by_nf) == 1:
-            return by_nf[0]
-        known = ", ".join(sorted(self.sets)) or "none"
-        raise RuntimeRequestError(f"no Deployment or network function named {name!r} (known: {known})")
+    # -- adoption ------------------------------------------------------------------------------
+
+    def _adopt(self, state: RuntimeState) -> None:
+        """Take over the runtime a dead supervisor left: its plan, replica counts, pods, orphans.
+
+        The pinned data plane was reopened as it is; the agent is told the same picture the old
+        supervisor had and reconciles once before anything else happens, which changes nothing for
+        running pods: their traffic keeps flowing through the handover.
+        """
+        documents, sources = manifests.load_saved(self.config)
+        if state.pods and not documents:
+            raise RuntimeRequestError(
+                f"cannot adopt the runtime in {self.config.state_dir}: its state file has pods but no "
+                "saved manifests (written by an older flexsfc?); `flexsfc down` removes it"
+            )
+        try:
+            plan = manifests.plan_of(documents)
+        except ManifestError as exc:
+            raise _manifest_error(exc) from None
+        specs, networks = self._check(plan)
+        with self._lock:
+            self._parts = {ns: plan_part(plan, ns) for ns in plan_namespaces(plan)}
+            self._sources = sources
+            self.plan = plan
+            self._tell_agent(plan)
+            desired = {key: d.desired for key, d in state.deployments.items()}
+            follow_ups = self.replica_sets.adopt(plan.deployments, specs, networks, desired, state.pods)
+            self.replica_sets.orphans = list(state.orphans)
+            self.replica_sets.failed = list(state.failed)
+            self.observer.reactions.extend(state.reactions)
+        report = self.replica_sets.sync("adopted")
+        running = sum(1 for p in state.pods if p.phase is ReplicaPhase.RUNNING)
+        if report is not None and report.changed:
+            what = [*report.xcs_created, *report.xcs_deleted, *report.sides_updated]
+            what += report.neighbours_updated
+            outcome = f"updated: {report.summary()} ({', '.join(what)})"
+        else:
+            outcome = "unchanged"
+        self.event(
+            f"adopted {len(state.pods)} pods ({running} running) from supervisor {state.supervisor_pid}; "
+            f"data plane {outcome}",
+            report,
+        )
+        self.replica_sets.start_follow_ups(follow_ups)
+        self.replica_sets.reconcile()
 
     def ready(self) -> tuple[bool, str]:
         """(all replica sets at their desired number of running pods, first error seen)."""
         with self._lock:
-            if self.agent_error:
-                return False, f"data plane: {self.agent_error}"
-            for rs in self.sets.values():
-                if rs.last_error:
-                    return False, f"{rs.name}: {rs.last_error}"
-            done = all(
-                rs.count(ReplicaPhase.RUNNING) == rs.desired and rs.count(ReplicaPhase.PENDING) == 0
-                for rs in self.sets.values()
-            )
-            return done, ""
+            error = self.replica_sets.first_error()
+            if error:
+                return False, error
+            return all(d.settled for d in self.summary()), ""
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
         deadline = time.monotonic() + timeout
@@ -202,50 +320,23 @@ class Runtime:
             time.sleep(0.02)
 
     def _not_ready_summary(self) -> str:
-        with self._lock:
-            parts = [
-                f"{rs.name} {rs.count(ReplicaPhase.RUNNING)}/{rs.desired} running"
-                for rs in self.sets.values()
-                if rs.count(ReplicaPhase.RUNNING) != rs.desired
-            ]
-        return ", ".join(parts)
+        return ", ".join(
+            f"{d.name} {d.running}/{d.desired} running" for d in self.summary() if d.running != d.desired
+        )
 
-    def summary(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return [
-                {
-                    "name": rs.name,
-                    "nf": rs.deployment.nf,
-                    "desired": rs.desired,
-                    "running": rs.count(ReplicaPhase.RUNNING),
-                    "pending": rs.count(ReplicaPhase.PENDING),
-                    "terminating": rs.count(ReplicaPhase.TERMINATING),
-                    "lastError": rs.last_error,
-                }
-                for rs in self.sets.values()
-            ]
+    def summary(self) -> list[DeploymentStatus]:
+        return self.replica_sets.summary()
 
     def pods(self) -> list[Pod]:
-        with self._lock:
-            return [p for rs in self.sets.values() for p in rs.pods.values()]
+        return self.replica_sets.pods()
 
     def shutdown(self) -> list[str]:
         """Terminate every pod (gracefully, in parallel), destroy the data plane, remove the state."""
-        with self._lock:
-            self._error_sink = []
-            self._shutting_down = True
-            for rs in self.sets.values():
-                rs.desired = 0
-        deadline = time.monotonic() + 180.0
-        while self.pods() and time.monotonic() < deadline:
-            self._reconcile_sets()
-            self._join_threads(timeout=max(0.0, deadline - time.monotonic()))
-            time.sleep(0.02)
-        self._stopping.set()
-        self._monitor.join(timeout=2)
-        for orphan in self.orphans:
-            self._error_sink.extend(cleanup_pod_state(orphan))
-        errors = list(self._error_sink)
+        self.observer.collect_errors()
+        orphan_errors = self.replica_sets.stop(SHUTDOWN_TIMEOUT_SECONDS)
+        errors = [*self.observer.errors(), *orphan_errors]
+        if self.cni is not None:
+            self.cni.stop()  # every pod's DEL is done: nothing calls the socket any more
         self.agent.stop()
         try:
             self.dataplane.destroy()
@@ -257,369 +348,55 @@ class Runtime:
             shutil.rmtree(self.config.root)
         return errors
 
-    # -- replica sets --------------------------------------------------------------------------
-
-    def _reconcile_sets(self) -> None:
-        now = time.monotonic()
-        with self._lock:
-            for rs in list(self.sets.values()):
-                live = rs.live()
-                if len(live) < rs.desired and now >= rs.retry_at:
-                    for _ in range(rs.desired - len(live)):
-                        self._spawn(self._start_pod, self._new_pod(rs), rs)
-                elif len(live) > rs.desired:
-                    # Kubernetes deletes not-ready pods first, then the newest; pods still starting
-                    # are left to finish and considered on the next pass.
-                    running = sorted(
-                        (p for p in live if p.phase is ReplicaPhase.RUNNING),
-                        key=lambda p: p.times.running,
-                        reverse=True,
-                    )
-                    for pod in running[: len(live) - rs.desired]:
-                        pod.phase = ReplicaPhase.TERMINATING
-                        pod.times.terminating = time.time()
-                        self._spawn(self._terminate_pod, pod, rs)
-                if (
-                    rs.desired == 0
-                    and not rs.pods
-                    and self.plan
-                    and rs.name not in {d.name for d in self.plan.deployments}
-                ):
-                    del self.sets[rs.name]
-
-    def _new_pod(self, rs: ReplicaSet) -> Pod:
-        dep = rs.deployment
-        name = f"{dep.name}-{secrets.token_hex(3)}"
-        attachments = []
-        nads = {(a.namespace, a.name): a for a in (self.plan.attachments if self.plan else [])}
-        for sel in dep.networks:
-            nad: NetworkAttachment = nads[(sel.namespace or dep.namespace, sel.network)]
-            config = {**nad.config, "stateDir": str(self.config.cni_state_dir), "pinDir": self.config.pin_dir}
-            attachments.append(Attachment(ifname=sel.interface, network=sel.network, config=config))
-        pod = Pod(
-            name=name,
-            uid=Pod.new_uid(),
-            namespace=dep.namespace,
-            deployment=dep.name,
-            nf=dep.nf,
-            netns=f"{self.config.netns_prefix}-{name}",
-            spec=rs.pod_spec,
-            attachments=attachments,
-            log_path=str(self.config.logs_dir / f"{name}.log"),
-            workdir=str(self.config.root / "pods" / name),
-        )
-        rs.pods[pod.uid] = pod
-        return pod
-
-    def _spawn(self, target: Callable[..., None], *args: Any) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True)
-        with self._lock:
-            self._threads = [t for t in self._threads if t.is_alive()]
-            self._threads.append(thread)
-        thread.start()
-
-    def _join_threads(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                alive = [t for t in self._threads if t.is_alive()]
-            if not alive:
-                return
-            alive[0].join(timeout=max(0.0, deadline - time.monotonic()))
-
-    def _start_pod(self, pod: Pod, rs: ReplicaSet) -> None:
-        try:
-            pod.create_sandbox()
-            self.persist()
-            pod.add_networks(_load_record)
-            pod.times.networked = time.time()
-            self.persist()
-            self.agent.upsert_replica(pod.replica())
-            pod.start_containers()
-            pod.times.started = time.time()
-            self.persist()
-            deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-            while not pod.is_ready():
-                exited = pod.exited_container()
-                if exited:
-                    raise PodError(
-                        f"pod {pod.name}: {exited} before it became ready; see flexsfc logs {pod.name}"
-                    )
-                if time.monotonic() > deadline:
-                    raise PodError(
-                        f"pod {pod.name}: readiness probe still failing after {READY_TIMEOUT_SECONDS:.0f}s"
-                    )
-                if self._shutting_down:
-                    self._remove_pod(pod, rs, graceful=False)
-                    return
-                time.sleep(PROBE_INTERVAL_SECONDS)
-            with self._lock:
-                if pod.phase is not ReplicaPhase.PENDING:
-                    return
-                pod.phase = ReplicaPhase.RUNNING
-                pod.times.running = time.time()
-                rs.failures, rs.last_error = 0, ""
-            self.agent.upsert_replica(pod.replica())
-            report = self._sync(f"{pod.name} running")
-            self.event(f"{pod.name} running", report)
-            self.persist()
-            self._watch_first_packet(pod, report)
-        except Exception as exc:
-            message = str(exc) if isinstance(exc, PodError) else f"pod {pod.name}: {exc}"
-            log.error("%s", message)
-            with self._lock:
-                rs.last_error = message
-                rs.failures += 1
-                rs.retry_at = time.monotonic() + min(MAX_BACKOFF_SECONDS, 2.0**rs.failures)
-            self.event(message, error=True)
-            self._remove_pod(pod, rs, graceful=False)
-
-    def _terminate_pod(self, pod: Pod, rs: ReplicaSet) -> None:
-        """Graceful deletion: drain -> preStop -> SIGTERM -> grace -> SIGKILL -> gone -> CNI DEL."""
-        deadline = time.monotonic() + pod.spec.grace_seconds
-        self.agent.upsert_replica(pod.replica())
-        report = self._sync(f"{pod.name} terminating")
-        pod.times.drained = time.time()
-        self.reactions.append(
-            {
-                "pod": pod.name,
-                "nf": pod.nf,
-                "kind": "terminating->out of table",
-                "ms": (pod.times.drained - pod.times.terminating) * 1e3,
-                "steps": _steps(report),
-            }
-        )
-        self.event(f"{pod.name} terminating (drained)", report)
-        self.persist()
-        pod.run_pre_stop(deadline)
-        self._remove_pod(pod, rs, graceful=True, deadline=deadline)
-
-    def _remove_pod(self, pod: Pod, rs: ReplicaSet, *, graceful: bool, deadline: float | None = None) -> None:
-        """Stop the containers, ports leaving (sources only), CNI DEL, sandbox removed, ports out.
-
-        Whatever fails, the pod leaves its replica set; what could not be removed is kept as an
-        orphan in the state file, so `down` tries again (also from another process).
-        """
-        errors: list[str] = []
-        report = None
-        try:
-            pod.stop_containers(deadline if deadline is not None else time.monotonic())
-            with self._lock:
-                pod.phase = ReplicaPhase.GONE
-                pod.times.gone = time.time()
-            # Leaving on every side at once first: what is still inside the pod gets out while no
-            # new packet goes in. Then the veths and the namespace go, then the ports.
-            self.agent.upsert_replica(pod.replica())
-            report = self._sync(f"{pod.name} gone")
-            errors = pod.delete_networks()
-            pod.delete_sandbox()
-        except Exception as exc:
-            errors.append(f"pod {pod.name}: removal failed: {exc}")
-        # Whatever failed above, the replica leaves the agent's picture and its ports the data plane.
-        self.agent.remove_replica(pod.uid)
-        try:
-            self._sync(f"{pod.name} removed")
-        except Exception as exc:
-            errors.append(f"pod {pod.name}: removing its ports failed: {exc}")
-        for error in errors:
-            self.event(error, error=True)
-        self.event(f"{pod.name} removed ({'graceful' if graceful else 'no drain'})", report)
-        with self._lock:
-            rs.pods.pop(pod.uid, None)
-            if errors:
-                self.orphans.append(pod.to_state())
-        self.persist()
-
-    def _fail_pod(self, pod: Pod, rs: ReplicaSet, reason: str) -> None:
-        self.event(f"{pod.name} failed: {reason}; removing without drain", error=False)
-        self._remove_pod(pod, rs, graceful=False)
-        self._reconcile_sets()
-
-    def _monitor_loop(self) -> None:
-        while not self._stopping.wait(MONITOR_INTERVAL_SECONDS):
-            try:
-                with self._lock:
-                    failed = []
-                    for rs in self.sets.values():
-                        for pod in rs.pods.values():
-                            if pod.phase is ReplicaPhase.RUNNING:
-                                exited = pod.exited_container()
-                                if exited:
-                                    pod.phase = ReplicaPhase.GONE
-                                    failed.append((pod, rs, exited))
-                for pod, rs, reason in failed:
-                    self._spawn(self._fail_pod, pod, rs, reason)
-                self._reconcile_sets()
-            except Exception:
-                log.exception("monitor pass failed")
-
-    # -- agent -------------------------------------------------------------------------------------
-
-    def _sync(self, reason: str) -> ReconcileReport | None:
-        try:
-            report = self.agent.sync(reason)
-            self.agent_error = ""
-            return report
-        except ReconcileError as exc:
-            self.agent_error = str(exc)
-            self.event(f"{reason}: {exc}", error=True)
-            return exc.report
+    # -- observation ---------------------------------------------------------------------------
 
     def _on_report(self, reason: str, report: ReconcileReport) -> None:
         if report.changed:
             log.debug("agent [%s]: %s", reason, report.summary())
 
-    def _watch_first_packet(self, pod: Pod, report: ReconcileReport | None) -> None:
-        """Poll the data plane's per-port counters until the new replica receives its first packet."""
-        ports = {r.host_ifindex for r in pod.records}
-        start = time.monotonic()
-        while time.monotonic() - start < FIRST_PACKET_WATCH_SECONDS and pod.phase is ReplicaPhase.RUNNING:
-            stats = self.dataplane.port_stats()
-            if any(stats[i].to_port_packets > 0 for i in ports if i in stats):
-                pod.times.first_packet = time.time()
-                self.reactions.append(
-                    {
-                        "pod": pod.name,
-                        "nf": pod.nf,
-                        "kind": "running->first packet",
-                        "ms": (pod.times.first_packet - pod.times.running) * 1e3,
-                        "steps": _steps(report),
-                    }
-                )
-                self.persist()
-                return
-            fast = time.monotonic() - start < FIRST_PACKET_FAST_SECONDS
-            time.sleep(FIRST_PACKET_POLL_SECONDS if fast else 10 * FIRST_PACKET_POLL_SECONDS)
-
     def event(self, message: str, report: ReconcileReport | None = None, *, error: bool = False) -> None:
-        entry: dict[str, Any] = {"time": time.time(), "message": message, "error": error}
-        if report is not None:
-            entry["reconcileMs"] = report.total_ns / 1e6
-            entry["steps"] = _steps(report)
-        with self._lock:
-            self.events.append(entry)
-            del self.events[:-500]
-            if error and self._error_sink is not None:
-                self._error_sink.append(message)
-        (log.error if error else log.info)("%s", message)
+        self.observer.event(message, report, error=error)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> RuntimeStatus:
         """Chains, cross-connections, deployments and pods with per-replica counters and sessions."""
-        counters_time = None
-        try:
-            stats = self.dataplane.port_stats()
-            counters_time = time.monotonic()  # rates (status, autoscale) use exact intervals
-            sessions = self.dataplane.sessions(limit=STATUS_SESSION_LIMIT)
-            drops = self.dataplane.drop_stats()
-        except Exception as exc:  # a status read must not take the supervisor down
-            log.warning("data plane read failed: %s", exc)
-            stats, sessions, drops = {}, [], {}
-        port_sessions: Counter[int] = Counter()
-        xc_sessions: Counter[str] = Counter()
-        for entry in sessions:
-            port_sessions[entry.ifindex_a] += 1
-            port_sessions[entry.ifindex_b] += 1
-            xc_sessions[entry.xc] += 1
+        reading = self.observer.read_dataplane()
         with self._lock:
             plan = self.plan
-            pods = []
-            for rs in self.sets.values():
-                for pod in rs.pods.values():
-                    ports = [r.host_ifindex for r in pod.records]
-                    row = pod.to_state()
-                    row["toPackets"] = sum(stats[i].to_port_packets for i in ports if i in stats)
-                    row["toBytes"] = sum(stats[i].to_port_bytes for i in ports if i in stats)
-                    row["fromPackets"] = sum(stats[i].from_port_packets for i in ports if i in stats)
-                    row["fromBytes"] = sum(stats[i].from_port_bytes for i in ports if i in stats)
-                    row["sessions"] = sum(port_sessions[i] for i in ports)
-                    row["sessionsCreated"] = sum(stats[i].sessions_created for i in ports if i in stats)
-                    pods.append(row)
+            pods = [reading.pod_status(p) for p in self.pods()]
             deployments = self.summary()
-        xcs = []
-        for xc in plan.cross_connections if plan else []:
-            row = {
-                "name": xc.name,
-                "chain": xc.chain,
-                "sideA": f"{xc.side_a.nf}:{xc.side_a.interface}",
-                "sideB": f"{xc.side_b.nf}:{xc.side_b.interface}",
-                "mode": f"{xc.side_a.mode}/{xc.side_b.mode}",
-                "sessions": xc_sessions.get(xc.name, 0),
-            }
-            for side in Side:
-                try:
-                    ports = self.dataplane.replicas(xc.name, side)
-                except Exception:
-                    ports = []
-                row[f"active{side.value}"] = sum(1 for p in ports if p.state is ReplicaState.ACTIVE)
-                row[f"draining{side.value}"] = sum(1 for p in ports if p.state is ReplicaState.DRAINING)
-            xcs.append(row)
-        return {
-            "supervisorPid": os.getpid(),
-            "countersTime": counters_time,
-            "source": self.source,
-            "chains": [
-                {"name": c.name, "namespace": c.namespace, "nfs": [nf.name for nf in c.network_functions]}
-                for c in (plan.chains if plan else [])
-            ],
-            "crossConnections": xcs,
-            "deployments": deployments,
-            "pods": pods,
-            "drops": drops,
-            "reactions": self.reactions[-50:],
-            "events": self.events[-30:],
-        }
+        status = self.observer.status(reading, plan, self.source, pods, deployments)
+        return status if self.cni is None else dataclasses.replace(status, cni=self.cni.status())
 
-    def sessions(self, xc: str | None = None, limit: int = STATUS_SESSION_LIMIT) -> list[dict[str, Any]]:
-        """Session table entries with the pods on both ends (what the demo's flow mapping reads)."""
-        owners = {r.host_ifindex: p.name for p in self.pods() for r in p.records}
-        return [
-            {
-                "xc": e.xc,
-                "proto": e.proto,
-                "addrLo": e.addr_lo,
-                "portLo": e.port_lo,
-                "addrHi": e.addr_hi,
-                "portHi": e.port_hi,
-                "podA": owners.get(e.ifindex_a, ""),
-                "podB": owners.get(e.ifindex_b, ""),
-            }
-            for e in self.dataplane.sessions(xc, limit=limit)
-        ]
+    def sessions(self, xc: str | None = None, limit: int = STATUS_SESSION_LIMIT) -> list[SessionRecord]:
+        """Session table entries with the pods on both ends (what the demo's flow mapping reads).
+
+        `xc` is a data-plane name ("namespace/name"); a bare cross-connection name is taken as the
+        one cross-connection of that name, when only one namespace has it.
+        """
+        if xc is not None and "/" not in xc:
+            with self._lock:
+                named = [x for x in (self.plan.cross_connections if self.plan else []) if x.name == xc]
+            if len(named) == 1:
+                xc = dataplane_name(named[0])
+        return self.observer.sessions(self.pods(), xc, limit)
 
     # -- state on disk -------------------------------------------------------------------------
 
     def persist(self) -> None:
         """Write the state file atomically: `status` and `down` read it from other shells."""
         with self._lock:
-            state = {
-                "supervisorPid": os.getpid(),
-                "source": self.source,
-                "config": {
-                    "stateDir": self.config.state_dir,
-                    "pinDir": self.config.pin_dir,
-                    "netnsPrefix": self.config.netns_prefix,
+            sets = self.replica_sets.sets
+            state = RuntimeState(
+                supervisor_pid=os.getpid(),
+                source=self.source,
+                config=self.config,
+                deployments={
+                    key: DesiredReplicas(rs.deployment.nf, rs.desired, rs.last_error)
+                    for key, rs in sets.items()
                 },
-                "deployments": {
-                    name: {"nf": rs.deployment.nf, "desired": rs.desired, "lastError": rs.last_error}
-                    for name, rs in self.sets.items()
-                },
-                "pods": [p.to_state() for rs in self.sets.values() for p in rs.pods.values()],
-                "orphans": self.orphans,
-                "reactions": self.reactions[-200:],
-            }
-            if not self.config.root.exists():
-                return
-            tmp = self.config.state_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(state, indent=1))
-            os.replace(tmp, self.config.state_file)
-
-
-def _steps(report: ReconcileReport | None) -> dict[str, float]:
-    return report.step_ms() if report is not None else {}
-
-
-def read_state(config: RuntimeConfig) -> dict[str, Any] | None:
-    try:
-        return json.loads(Path(config.state_file).read_text())
-    except FileNotFoundError:
-        return None
+                pods=tuple(p.status() for rs in sets.values() for p in rs.pods.values()),
+                orphans=tuple(self.replica_sets.orphans),
+                failed=tuple(self.replica_sets.failed),
+                reactions=tuple(self.observer.reactions[-STATE_REACTIONS:]),
+            )
+            write_state(self.config, state)

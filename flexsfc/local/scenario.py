@@ -17,9 +17,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from flexsfc.agent.types import dataplane_name
 from flexsfc.local import control
 from flexsfc.local.config import RuntimeConfig
-from flexsfc.local.runtime import read_state
+from flexsfc.local.state import read_state
 from flexsfc.model.types import ChainSpec, CrossConnectionSpec, Plan
 
 PROTO_TCP = 6
@@ -55,16 +56,13 @@ def xc_between(plan: Plan, nf_a: str, nf_b: str) -> CrossConnectionSpec:
     raise ValueError(f"no cross-connection between {nf_a} and {nf_b}")
 
 
-def pod_netns(config: RuntimeConfig, nf: str) -> str:
-    """Network namespace of the first running pod of `nf` (from the state file)."""
-    state = read_state(config) or {}
-    pods = sorted(
-        (p for p in state.get("pods", []) if p["nf"] == nf and p["phase"] == "running"),
-        key=lambda p: p["name"],
-    )
+def pod_netns(config: RuntimeConfig, nf: str, namespace: str | None = None) -> str:
+    """Network namespace of the first running pod of `nf` (in `namespace` if given; state file)."""
+    state = read_state(config)
+    pods = [p for p in state.running_pods(nf, namespace) if p.nf == nf] if state is not None else []
     if not pods:
-        raise RuntimeError(f"no running pod of {nf}")
-    return pods[0]["netns"]
+        raise RuntimeError(f"no running pod of {nf}" + (f" in namespace {namespace}" if namespace else ""))
+    return pods[0].netns
 
 
 def in_pod(netns: str, argv: list[str]) -> list[str]:
@@ -83,14 +81,17 @@ class TrafficRun:
         self.client_args = client_args
         self._dir = tempfile.mkdtemp(prefix="flexsfc-traffic-")
         self.report_path = os.path.join(self._dir, "client.json")
-        self.server: subprocess.Popen | None = None
-        self.client: subprocess.Popen | None = None
+        self.server: subprocess.Popen[bytes] | None = None
+        self.client: subprocess.Popen[bytes] | None = None
         self.started_ns = 0
 
     def start(self) -> "TrafficRun":
         py = [sys.executable, "-m", "flexsfc.local.traffic"]
         self.server = subprocess.Popen(
-            in_pod(pod_netns(self.config, self.ends.server_nf), [*py, "server", "--port", str(self.port)]),
+            in_pod(
+                pod_netns(self.config, self.ends.server_nf, self.ends.namespace),
+                [*py, "server", "--port", str(self.port)],
+            ),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
@@ -110,7 +111,7 @@ class TrafficRun:
             args += [f"--{key.replace('_', '-')}", str(value)]
         self.started_ns = time.time_ns()
         self.client = subprocess.Popen(
-            in_pod(pod_netns(self.config, self.ends.client_nf), args),
+            in_pod(pod_netns(self.config, self.ends.client_nf, self.ends.namespace), args),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,
@@ -141,7 +142,8 @@ class TrafficRun:
                         f"traffic client wrote no report: {err.decode(errors='replace')[-500:]}"
                     )
                 with open(self.report_path) as f:
-                    return json.load(f)
+                    report: dict[str, Any] = json.load(f)
+                return report
             raise RuntimeError("traffic was not started")
         finally:
             self.close()
@@ -162,16 +164,16 @@ def flow_owners(
     config: RuntimeConfig, xc: CrossConnectionSpec, nf: str, server_port: int
 ) -> dict[tuple[int, int], str]:
     """(proto, client-side port) -> pod of `nf` serving that flow on cross-connection `xc`."""
-    side = "podA" if xc.side_a.nf == nf else "podB"
+    on_a = xc.side_a.nf == nf
     owners: dict[tuple[int, int], str] = {}
-    for entry in control.request(config, "sessions", xc=xc.name):
-        if entry["portLo"] == server_port:
-            port = entry["portHi"]
-        elif entry["portHi"] == server_port:
-            port = entry["portLo"]
+    for entry in control.sessions(config, dataplane_name(xc)):
+        if entry.port_lo == server_port:
+            port = entry.port_hi
+        elif entry.port_hi == server_port:
+            port = entry.port_lo
         else:
             continue
-        owners[(entry["proto"], port)] = entry[side]
+        owners[(entry.proto, port)] = entry.pod_a if on_a else entry.pod_b
     return owners
 
 
@@ -190,10 +192,10 @@ def wait_ready(config: RuntimeConfig, timeout: float = 60.0) -> None:
     """Until every Deployment runs its desired replicas (raises the runtime's error if one fails)."""
     deadline = time.monotonic() + timeout
     while True:
-        info = control.request(config, "ready")
-        if info["error"]:
-            raise control.SupervisorError(info["error"])
-        if info["ready"]:
+        info = control.ready(config)
+        if info.error:
+            raise control.SupervisorError(info.error)
+        if info.ready:
             return
         if time.monotonic() > deadline:
             raise control.SupervisorError(f"not ready after {timeout:.0f}s")
@@ -204,9 +206,8 @@ def wait_settled(config: RuntimeConfig, nf: str, count: int, timeout: float = 60
     """Until `nf` has exactly `count` running replicas and none pending or terminating."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        deps = control.request(config, "ready")["deployments"]
-        dep = next(d for d in deps if d["nf"] == nf)
-        if dep["terminating"] == 0 and dep["running"] == count and dep["pending"] == 0:
+        dep = next(d for d in control.ready(config).deployments if d.nf == nf)
+        if dep.terminating == 0 and dep.running == count and dep.pending == 0:
             return
         time.sleep(0.05)
     raise control.SupervisorError(f"{nf} not settled at {count} replicas after {timeout:.0f}s")

@@ -2,24 +2,59 @@
 
 `flexsfc up` starts it in the background (its own session, output to supervisor.log) and talks to it
 over <state dir>/control.sock: one JSON request per connection, one JSON reply. It exits after `down`
-(or SIGTERM/SIGINT), having removed every pod, the pinned data plane and its state directory.
+(or SIGTERM/SIGINT), having removed every pod, the pinned data plane and its state directory. Its
+Runtime also serves <state dir>/cni.sock, the socket the node shim asks (flexsfc.local.node): the
+supervisor is this machine's node agent and the only writer of the data plane.
+
+Before it touches anything it takes the state directory's supervisor lock and claims its pin
+directory and namespace prefix (flexsfc.local.locks); a second supervisor exits there, leaving the
+first one's socket, pods and data plane alone. When the state directory holds the state of a
+supervisor that died, it adopts that runtime (flexsfc.local.runtime) instead of starting empty.
 """
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import signal
+import socket
 import socketserver
 import sys
 import threading
 from typing import Any
 
 from flexsfc.local.config import RuntimeConfig
+from flexsfc.local.locks import (
+    EXIT_CLAIMED,
+    EXIT_LOCKED,
+    EXIT_NOT_ADOPTED,
+    ClaimError,
+    LockBusy,
+    acquire,
+    claim,
+)
 from flexsfc.local.podspec import PodSpecError
 from flexsfc.local.runtime import Runtime, RuntimeRequestError
+from flexsfc.local.state import read_state
+from flexsfc.local.status import ReadyStatus
 
 log = logging.getLogger("flexsfc.local.supervisor")
+
+
+class SocketInUse(RuntimeError):
+    pass
+
+
+def socket_answers(path: str) -> bool:
+    """Whether a process accepts connections on the Unix socket at `path`."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(2)
+        try:
+            sock.connect(path)
+        except OSError:
+            return False
+        return True
 
 
 class _Handler(socketserver.StreamRequestHandler):
@@ -47,6 +82,10 @@ class ControlServer(socketserver.ThreadingUnixStreamServer):
         self._down_lock = threading.Lock()
         path = runtime.config.socket_path
         if path.exists():
+            # The supervisor lock makes this the only supervisor of the directory; still, never
+            # take the socket from a process that answers on it: only a dead one's is removed.
+            if socket_answers(str(path)):
+                raise SocketInUse(f"a live process answers on {path}; not replacing its socket")
             path.unlink()
         super().__init__(str(path), _Handler)
         os.chmod(path, 0o600)
@@ -57,23 +96,22 @@ class ControlServer(socketserver.ThreadingUnixStreamServer):
         if op == "ping":
             return {"pid": os.getpid()}
         if op == "apply":
-            from flexsfc.model.loader import load_plan
-
-            return rt.apply(load_plan(request["path"]), str(request["path"]))
+            return rt.apply_manifests(str(request["path"]), request.get("namespace") or None).to_json()
         if op == "wait_ready":
             rt.wait_ready(float(request.get("timeout", 60)))
             return {"ready": True}
         if op == "ready":
             done, error = rt.ready()
-            return {"ready": done, "error": error, "deployments": rt.summary()}
+            return ReadyStatus(done, error, tuple(rt.summary())).to_json()
         if op == "scale":
-            return rt.scale(str(request["name"]), int(request["replicas"]))
+            namespace = request.get("namespace") or None
+            return rt.scale(str(request["name"]), int(request["replicas"]), namespace).to_json()
         if op == "status":
-            return rt.status()
+            return rt.status().to_json()
         if op == "sessions":
-            return rt.sessions(request.get("xc"))
+            return [s.to_json() for s in rt.sessions(request.get("xc"))]
         if op == "reactions":
-            return rt.reactions
+            return [r.to_json() for r in rt.reactions]
         if op == "down":
             return self.down()
         raise ValueError(f"unknown request op {op!r}")
@@ -99,8 +137,33 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     config = RuntimeConfig(state_dir=args.state_dir, pin_dir=args.pin_dir, netns_prefix=args.netns_prefix)
+    config.root.mkdir(parents=True, exist_ok=True)
+    log.info("supervisor %d starting for %s", os.getpid(), config.state_dir)
+    try:
+        # Held until this process ends (flock: released by the kernel even on SIGKILL).
+        lock = acquire(config.supervisor_lock)
+    except LockBusy as exc:
+        log.error(
+            "another supervisor (pid %s) serves %s; not starting a second one",
+            exc.holder.get("pid", "?"),
+            config.state_dir,
+        )
+        return EXIT_LOCKED
+    lock.write({"pid": os.getpid()})
+    try:
+        claims = claim(config)
+    except ClaimError as exc:
+        log.error("%s", exc)
+        return EXIT_CLAIMED
     config.save()
-    runtime = Runtime(config)
+    state = read_state(config)
+    if state is not None:
+        log.info("adopting the runtime of supervisor %d (%d pods)", state.supervisor_pid, len(state.pods))
+    try:
+        runtime = Runtime(config, adopt=state)
+    except RuntimeRequestError as exc:
+        log.error("%s", exc)
+        return EXIT_NOT_ADOPTED
     server = ControlServer(runtime)
     if args.metrics_port:
         from flexsfc.metrics.local import serve_runtime_metrics
@@ -117,6 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     log.info("supervisor %d serving %s", os.getpid(), config.socket_path)
     server.serve_forever(poll_interval=0.1)
     server.server_close()
+    gone = not config.state_file.exists()  # what is left keeps its claims until `down` removes it
+    for held in claims:
+        held.release(unlink=gone)
+    with contextlib.suppress(OSError):
+        lock.release()
     log.info("supervisor %d stopped", os.getpid())
     return 0
 

@@ -65,7 +65,6 @@ def serve(port: int, bind: str = "") -> None:
     pending: dict[socket.socket, bytearray] = {}
     while not stop["set"]:
         for key, _mask in sel.select(timeout=0.2):
-            sock = key.fileobj
             if key.data == "accept":
                 with contextlib.suppress(BlockingIOError):
                     conn, _ = listener.accept()
@@ -81,22 +80,23 @@ def serve(port: int, bind: str = "") -> None:
                     with contextlib.suppress(OSError):
                         udp.sendto(data, addr)
             else:
-                assert isinstance(sock, socket.socket)
+                peer = key.fileobj
+                assert isinstance(peer, socket.socket)
                 try:
-                    data = sock.recv(65536)
+                    data = peer.recv(65536)
                 except BlockingIOError:
                     continue
                 except OSError:
                     data = b""
                 if not data:
-                    sel.unregister(sock)
-                    pending.pop(sock, None)
-                    sock.close()
+                    sel.unregister(peer)
+                    pending.pop(peer, None)
+                    peer.close()
                     continue
-                buf = pending[sock]
+                buf = pending[peer]
                 buf += data
                 with contextlib.suppress(BlockingIOError, OSError):
-                    sent = sock.send(buf)
+                    sent = peer.send(buf)
                     del buf[:sent]
 
 
@@ -195,14 +195,14 @@ def run_client(args: argparse.Namespace) -> dict[str, Any]:
             if now - next_udp > MAX_CATCH_UP_SECONDS:  # stalled: do not burst the backlog
                 next_udp = now
         if tcp_interval and now >= next_tcp:
-            for flow in tcp_flows:
-                if flow.connected and not flow.error:
+            for tcp in tcp_flows:
+                if tcp.connected and not tcp.error:
                     try:
-                        flow.sent += flow.sock.send(payload)
+                        tcp.sent += tcp.sock.send(payload)
                     except BlockingIOError:
                         pass
                     except OSError as exc:
-                        flow.error = str(exc)
+                        tcp.error = str(exc)
             next_tcp += tcp_interval
             if now - next_tcp > MAX_CATCH_UP_SECONDS:
                 next_tcp = now
@@ -262,10 +262,10 @@ def run_client(args: argparse.Namespace) -> dict[str, Any]:
         ],
         "short": {"opened": short_opened, "answered": short_answered},
     }
-    for f in tcp_flows:
-        f.sock.close()
-    for f in udp_flows:
-        f.sock.close()
+    for tcp in tcp_flows:
+        tcp.sock.close()
+    for flow in udp_flows:
+        flow.sock.close()
     return report
 
 

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from flexsfc.dataplane.api import DataplaneAPI, PortStats, ReplicaState
+from flexsfc.dataplane.api import DataplaneReader, PortStats, ReplicaState
 from flexsfc.metrics.labels import PortLabel, PortLabels
 from flexsfc.model.types import Side
 
@@ -31,6 +31,10 @@ XC_LABELS = ("namespace", "chain", "cross_connection")
 RECONCILE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
+# Both kinds take add_metric(label values, value).
+_Family = CounterMetricFamily | GaugeMetricFamily
+
+
 def _port_values(label: PortLabel) -> list[str]:
     return [getattr(label, name) for name in PORT_LABELS]
 
@@ -42,7 +46,7 @@ class DataplaneCollector(Collector):
     not exported per replica; `flexsfc_exporter_unlabelled_ports` counts them so the gap is visible.
     """
 
-    def __init__(self, dataplane: DataplaneAPI, labels: PortLabels, *, with_sessions: bool = True) -> None:
+    def __init__(self, dataplane: DataplaneReader, labels: PortLabels, *, with_sessions: bool = True) -> None:
         self.dataplane = dataplane
         self.labels = labels
         self.with_sessions = with_sessions
@@ -63,7 +67,7 @@ class DataplaneCollector(Collector):
                 return iter([up])
         return iter(families)
 
-    def _families(self) -> list[Metric]:
+    def _families(self) -> list[_Family]:
         per_port = {
             "rx_packets": "Packets delivered to the NF replica's interface by the cross-connection.",
             "rx_bytes": "Bytes delivered to the NF replica's interface by the cross-connection.",
@@ -71,7 +75,7 @@ class DataplaneCollector(Collector):
             "tx_bytes": "Bytes the NF replica's interface emitted into the cross-connection.",
             "sessions_created": "Sessions whose first packet was balanced to this replica interface.",
         }
-        families: list[Metric] = [
+        families: list[_Family] = [
             CounterMetricFamily(f"flexsfc_nf_{name}", doc, labels=PORT_LABELS)
             for name, doc in per_port.items()
         ]
@@ -89,7 +93,8 @@ class DataplaneCollector(Collector):
             ),
             CounterMetricFamily(
                 "flexsfc_dataplane_events",
-                "Data-plane events: sessions created/re-hashed, ARP/ND answered, fragments followed.",
+                "Data-plane events: sessions created/re-hashed, ARP/ND answered, fragments and ICMP errors "
+                "followed, session collisions (a second live replica sending an established flow).",
                 labels=("event",),
             ),
             GaugeMetricFamily(
@@ -99,7 +104,7 @@ class DataplaneCollector(Collector):
         ]
         return families
 
-    def _read(self) -> list[Metric]:
+    def _read(self) -> list[_Family]:
         families = self._families()
         (
             rx_packets,
@@ -133,33 +138,30 @@ class DataplaneCollector(Collector):
         for xc in xcs:
             xc_label = self.labels.cross_connection(xc)
             namespace, chain = (xc_label.namespace, xc_label.chain) if xc_label else ("", "")
+            # The object's own name beside its namespace label, as in the per-port series.
+            name = xc_label.name if xc_label and xc_label.name else xc
             if xc in counts:
-                sessions.add_metric([namespace, chain, xc], counts[xc])
+                sessions.add_metric([namespace, chain, name], counts[xc])
             for side in Side:
                 nf = xc_label.nf(side) if xc_label else ""
                 ports = self.dataplane.replicas(xc, side)
                 for state in ReplicaState:
                     count = sum(1 for p in ports if p.state is state)
-                    replicas.add_metric([namespace, chain, xc, side.value, nf, state.value], count)
+                    replicas.add_metric([namespace, chain, name, side.value, nf, state.value], count)
 
         for reason, count in sorted(self.dataplane.drop_stats().items()):
             drops.add_metric([reason], count)
-        # Not part of DataplaneAPI: exported when the implementation has it (the eBPF facade does).
-        event_stats = getattr(self.dataplane, "event_stats", None)
-        for event, count in sorted((event_stats() if event_stats else {}).items()):
+        for event, count in sorted(self.dataplane.event_stats().items()):
             events.add_metric([event], count)
         unlabelled.add_metric([], unknown)
         up.add_metric([], 1)
         return families
 
     def _session_counts(self, xcs: list[str]) -> dict[str, int]:
-        # session_count(xc) walks the whole session table; an implementation offering all counts in
-        # one walk (session_counts()) saves a walk per cross-connection on large tables.
-        counts_all = getattr(self.dataplane, "session_counts", None)
-        if counts_all is not None:
-            counts = counts_all()
-            return {xc: int(counts.get(xc, 0)) for xc in xcs}
-        return {xc: self.dataplane.session_count(xc) for xc in xcs}
+        # session_count(xc) walks the whole session table: all counts in one walk (session_counts())
+        # save a walk per cross-connection on large tables.
+        counts = self.dataplane.session_counts()
+        return {xc: int(counts.get(xc, 0)) for xc in xcs}
 
 
 class ReconcileMetrics(Collector):
@@ -242,7 +244,9 @@ class Exporter:
     reconcile: ReconcileMetrics
 
     @classmethod
-    def create(cls, dataplane: DataplaneAPI, labels: PortLabels, *, with_sessions: bool = True) -> "Exporter":
+    def create(
+        cls, dataplane: DataplaneReader, labels: PortLabels, *, with_sessions: bool = True
+    ) -> "Exporter":
         registry = CollectorRegistry()
         collector = DataplaneCollector(dataplane, labels, with_sessions=with_sessions)
         reconcile = ReconcileMetrics()

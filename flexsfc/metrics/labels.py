@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from flexsfc.agent.types import NfReplica, ReplicaPhase, side_ports
+from flexsfc.agent.types import NfReplica, ReplicaPhase, dataplane_name, side_ports
 from flexsfc.model.types import CrossConnectionSpec, Side
 
 
@@ -33,6 +33,7 @@ class XcLabel:
     chain: str
     nf_a: str
     nf_b: str
+    name: str = ""  # the CrossConnection's own name (the data plane keys it by namespace/name)
 
     def nf(self, side: Side) -> str:
         return self.nf_a if side is Side.A else self.nf_b
@@ -59,7 +60,7 @@ def build_port_labels(
     ports: dict[int, PortLabel] = {}
     xc_labels: dict[str, XcLabel] = {}
     for xc in xcs:
-        xc_labels[xc.name] = XcLabel(xc.namespace, xc.chain, xc.side_a.nf, xc.side_b.nf)
+        xc_labels[dataplane_name(xc)] = XcLabel(xc.namespace, xc.chain, xc.side_a.nf, xc.side_b.nf, xc.name)
         for side in Side:
             for replica, record in side_ports(xc, side, live):
                 ports[record.host_ifindex] = PortLabel(

@@ -10,18 +10,27 @@ from flexsfc.model.constants import (
     ALLOWED_MAGLEV_TABLE_SIZES,
     API_GROUP_VERSION,
     DEFAULT_MAGLEV_TABLE_SIZE,
+    DEFAULT_SESSION_TIMEOUTS,
     KIND_CHAIN,
+    MAX_SESSION_TIMEOUT,
 )
 from flexsfc.model.errors import Issue, IssueCollector
 from flexsfc.model.names import dns_label_problem, ifname_problem
-from flexsfc.model.types import ChainSettings, ChainSpec, NetworkFunctionSpec
+from flexsfc.model.types import ChainSettings, ChainSpec, NetworkFunctionSpec, SessionTimeouts
 
 DEFAULT_NAMESPACE = "default"
 
 
+def mapping_field(obj: dict[str, Any], key: str) -> dict[str, Any]:
+    """`obj[key]` when it is a mapping, else an empty one: manifests are untrusted YAML, and validation
+    reports a wrong shape where it matters rather than failing on the first lookup."""
+    value = obj.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def object_label(kind: str, obj: dict[str, Any]) -> str:
     """ "Kind namespace/name" of a manifest object, as well as it can be told."""
-    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    metadata = mapping_field(obj, "metadata")
     name = metadata.get("name") or "<unnamed>"
     namespace = metadata.get("namespace") or DEFAULT_NAMESPACE
     return f"{kind} {namespace}/{name}"
@@ -90,7 +99,7 @@ def _settings(raw: Any, report: IssueCollector) -> ChainSettings:
     if not isinstance(raw, dict):
         report.error("spec.settings", "must be a mapping", "write settings as key: value pairs or omit it")
         return ChainSettings()
-    known = {"maglevTableSize"}
+    known = {"maglevTableSize", "sessionTimeouts"}
     for key in raw:
         if key not in known:
             report.error(f"spec.settings.{key}", "unknown setting", f"use one of {sorted(known)}")
@@ -102,7 +111,32 @@ def _settings(raw: Any, report: IssueCollector) -> ChainSettings:
             f"use one of {list(ALLOWED_MAGLEV_TABLE_SIZES)}; at least 100 x the largest replica count",
         )
         size = DEFAULT_MAGLEV_TABLE_SIZE
-    return ChainSettings(maglev_table_size=size)
+    return ChainSettings(maglev_table_size=size, session_timeouts=_session_timeouts(raw, report))
+
+
+def _session_timeouts(raw: dict[str, Any], report: IssueCollector) -> SessionTimeouts:
+    """spec.settings.sessionTimeouts: {tcp, udp, icmp, other} in seconds, each optional."""
+    path = "spec.settings.sessionTimeouts"
+    given = raw.get("sessionTimeouts")
+    if given is None:
+        return SessionTimeouts()
+    if not isinstance(given, dict):
+        report.error(path, "must be a mapping", "write e.g. sessionTimeouts: {tcp: 7440, udp: 120}")
+        return SessionTimeouts()
+    defaults = DEFAULT_SESSION_TIMEOUTS
+    values = dict(defaults)
+    for key, value in given.items():
+        if key not in defaults:
+            report.error(f"{path}.{key}", "unknown protocol class", f"use one of {sorted(defaults)}")
+        elif not _is_int(value) or not 1 <= value <= MAX_SESSION_TIMEOUT:
+            report.error(
+                f"{path}.{key}",
+                f"{value!r} is not a timeout in seconds",
+                f"use a whole number of seconds from 1 to {MAX_SESSION_TIMEOUT} (default {defaults[key]})",
+            )
+        else:
+            values[key] = value
+    return SessionTimeouts(**values)
 
 
 def _is_int(value: Any) -> bool:

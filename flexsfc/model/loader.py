@@ -9,7 +9,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flexsfc.model.chain import DEFAULT_NAMESPACE, object_label, parse_chain
+from flexsfc.model.chain import DEFAULT_NAMESPACE, mapping_field, object_label, parse_chain
 from flexsfc.model.constants import (
     API_GROUP_VERSION,
     KIND_CROSS_CONNECTION,
@@ -20,7 +20,7 @@ from flexsfc.model.constants import (
 from flexsfc.model.errors import Issue, IssueCollector, ManifestError, error, warning
 from flexsfc.model.manifests import Document, load_documents, load_text
 from flexsfc.model.planner import ChainPlan, UnresolvedReason, plan_chain
-from flexsfc.model.types import ChainSpec, Mode, NetworkAttachment, NfDeployment, Plan
+from flexsfc.model.types import ChainSpec, IPInterface, Mode, NetworkAttachment, NfDeployment, Plan
 from flexsfc.model.workloads import ForeignNetwork, parse_deployment, parse_nad
 
 # Kinds that may sit next to a chain's manifests and need nothing from flexsfc.
@@ -36,6 +36,10 @@ class _Objects:
     # must not add "does not exist" follow-ups.
     invalid_networks: set[str] = field(default_factory=set)  # "namespace/name"
     invalid_nfs: set[tuple[str, str]] = field(default_factory=set)  # (namespace, NF label)
+    # NFs named by chains that failed to parse, and namespaces of such chains whose NF list is
+    # unreadable: "NF is in no chain" would be a follow-up of the chain's own errors there.
+    invalid_chain_nfs: set[tuple[str, str]] = field(default_factory=set)  # (namespace, NF name)
+    invalid_chain_namespaces: set[str] = field(default_factory=set)
 
 
 def load_plan(path: str | Path) -> Plan:
@@ -69,6 +73,7 @@ def build_plan(documents: list[Document]) -> Plan:
         for chain, _ in objects.chains
     ]
     for (_chain, source), chain_plan in zip(objects.chains, chain_plans, strict=True):
+        _report_undeployed(chain_plan, source, objects, issues)
         _report_unresolved(chain_plan, source, objects, issues)
         _check_addresses(chain_plan, source, issues)
     _check_unused(objects, chain_plans, issues)
@@ -90,6 +95,8 @@ def _parse(documents: list[Document], issues: list[Issue]) -> _Objects:
             issues.extend(found)
             if chain is not None:
                 objects.chains.append((chain, doc.source))
+            else:
+                _note_invalid_chain(doc, objects)
         elif kind == "Deployment" and api_version == "apps/v1":
             deployment, found = parse_deployment(doc.obj, doc.source)
             issues.extend(found)
@@ -132,15 +139,28 @@ def _parse(documents: list[Document], issues: list[Issue]) -> _Objects:
     return objects
 
 
+def _note_invalid_chain(doc: Document, objects: _Objects) -> None:
+    """Remember which NFs an invalid chain names, read as leniently as possible."""
+    namespace = mapping_field(doc.obj, "metadata").get("namespace") or DEFAULT_NAMESPACE
+    namespace = namespace if isinstance(namespace, str) else DEFAULT_NAMESPACE
+    entries = mapping_field(doc.obj, "spec").get("networkFunctions")
+    if not isinstance(entries, list):
+        objects.invalid_chain_namespaces.add(namespace)  # which NFs it meant is unknowable
+        return
+    for entry in entries:
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+            objects.invalid_chain_nfs.add((namespace, entry["name"]))
+
+
 def _namespaced_name(doc: Document) -> str:
-    metadata = doc.obj.get("metadata") if isinstance(doc.obj.get("metadata"), dict) else {}
+    metadata = mapping_field(doc.obj, "metadata")
     return f"{metadata.get('namespace') or DEFAULT_NAMESPACE}/{metadata.get('name')}"
 
 
 def _nf_label(doc: Document) -> tuple[str, str]:
     template = (doc.obj.get("spec") or {}).get("template") or {}
     labels = (template.get("metadata") or {}).get("labels") or {}
-    metadata = doc.obj.get("metadata") if isinstance(doc.obj.get("metadata"), dict) else {}
+    metadata = mapping_field(doc.obj, "metadata")
     return metadata.get("namespace") or DEFAULT_NAMESPACE, str(labels.get(LABEL_NF))
 
 
@@ -168,22 +188,34 @@ def _check_unique(objects: _Objects, issues: list[Issue]) -> None:
                 )
 
 
+def _report_undeployed(chain_plan: ChainPlan, source: str, objects: _Objects, issues: list[Issue]) -> None:
+    """One warning per NF of the chain that no Deployment of the manifests runs, linked or not.
+
+    A warning, not an error: on a cluster the Deployment may come later, and the chain itself is fine.
+    """
+    chain = chain_plan.chain
+    report = IssueCollector(f"ServiceFunctionChain {chain.namespace}/{chain.name}", source, issues)
+    deployed = {(d.namespace, d.nf) for d, _ in objects.deployments} | objects.invalid_nfs
+    for index, nf in enumerate(chain.network_functions):
+        if (chain.namespace, nf.name) not in deployed:
+            report.warning(
+                f"spec.networkFunctions[{index}]",
+                f"NF {nf.name!r}: no Deployment in namespace {chain.namespace!r} has pod label "
+                f"{LABEL_NF}={nf.name}",
+                "create the NF's Deployment with that label on spec.template.metadata.labels",
+            )
+
+
 def _report_unresolved(chain_plan: ChainPlan, source: str, objects: _Objects, issues: list[Issue]) -> None:
     chain = chain_plan.chain
     report = IssueCollector(f"ServiceFunctionChain {chain.namespace}/{chain.name}", source, issues)
     index = {nf.name: i for i, nf in enumerate(chain.network_functions)}
-    warned_missing: set[str] = set()
     for side in chain_plan.unresolved:
         if side.network in objects.invalid_networks or (chain.namespace, side.nf) in objects.invalid_nfs:
             continue  # a follow-up of an error reported on that object
-        path = f"spec.networkFunctions[{index[side.nf]}]"
         if side.reason is UnresolvedReason.NO_DEPLOYMENT:
-            # On a cluster the Deployment may come later: the chain itself is fine.
-            if side.nf not in warned_missing:
-                warned_missing.add(side.nf)
-                report.warning(path, f"NF {side.nf!r}: {side.message}", side.fix)
-            continue
-        report.error(f"{path}.links", side.message, side.fix)
+            continue  # reported once per NF by _report_undeployed
+        report.error(f"spec.networkFunctions[{index[side.nf]}].links", side.message, side.fix)
 
 
 def _check_addresses(chain_plan: ChainPlan, source: str, issues: list[Issue]) -> None:
@@ -211,7 +243,7 @@ def _check_addresses(chain_plan: ChainPlan, source: str, issues: list[Issue]) ->
             )
 
 
-def _share_subnet(left: tuple, right: tuple) -> bool:
+def _share_subnet(left: tuple[IPInterface, ...], right: tuple[IPInterface, ...]) -> bool:
     return any(
         x.version == y.version and (x.ip in y.network or y.ip in x.network) for x in left for y in right
     )
@@ -230,7 +262,10 @@ def _check_unused(objects: _Objects, chain_plans: list[ChainPlan], issues: list[
     }
     for deployment, source in objects.deployments:
         report = IssueCollector(f"Deployment {deployment.namespace}/{deployment.name}", source, issues)
-        if (deployment.namespace, deployment.nf) not in used_nfs:
+        key = (deployment.namespace, deployment.nf)
+        if key in objects.invalid_chain_nfs or deployment.namespace in objects.invalid_chain_namespaces:
+            continue  # its chain is invalid: the chain's errors say what to fix, not one warning per NF
+        if key not in used_nfs:
             report.warning(
                 f"spec.template.metadata.labels.{LABEL_NF}",
                 f"NF {deployment.nf!r} is in no ServiceFunctionChain of namespace {deployment.namespace!r}",

@@ -62,6 +62,8 @@ def load_text(text: str, name: str = "<string>") -> tuple[list[Document], list[I
     try:
         while loader.check_node():
             node = loader.get_node()
+            if node is None:  # check_node() said there is one; only the stub's type allows None
+                break
             source = f"{name}:{node.start_mark.line + 1}"
             obj = loader.construct_document(node)
             if obj is None:

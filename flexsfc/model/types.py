@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from flexsfc.model.constants import DEFAULT_MAGLEV_TABLE_SIZE
+from flexsfc.model.constants import DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_SESSION_TIMEOUTS
 from flexsfc.model.errors import Issue
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -36,8 +36,20 @@ class NetworkFunctionSpec:
 
 
 @dataclass(frozen=True)
+class SessionTimeouts:
+    """Idle timeouts (seconds) after which the agent frees a confirmed session, per protocol class:
+    TCP and SCTP; UDP; ICMP, ICMPv6 and ARP; every other protocol."""
+
+    tcp: int = DEFAULT_SESSION_TIMEOUTS["tcp"]
+    udp: int = DEFAULT_SESSION_TIMEOUTS["udp"]
+    icmp: int = DEFAULT_SESSION_TIMEOUTS["icmp"]
+    other: int = DEFAULT_SESSION_TIMEOUTS["other"]
+
+
+@dataclass(frozen=True)
 class ChainSettings:
     maglev_table_size: int = DEFAULT_MAGLEV_TABLE_SIZE
+    session_timeouts: SessionTimeouts = SessionTimeouts()
 
 
 @dataclass(frozen=True)

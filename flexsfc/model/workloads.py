@@ -9,10 +9,11 @@ are kept as :class:`ForeignNetwork` so a chain interface pointing at one gets a 
 
 import ipaddress
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from flexsfc.model.chain import DEFAULT_NAMESPACE, object_label
+from flexsfc.model.chain import DEFAULT_NAMESPACE, mapping_field, object_label
 from flexsfc.model.constants import ANNOTATION_NETWORKS, CNI_TYPE, KIND_NAD, LABEL_NF
 from flexsfc.model.errors import Issue, IssueCollector
 from flexsfc.model.names import dns_label_problem, ifname_problem
@@ -20,6 +21,11 @@ from flexsfc.model.types import Mode, NetworkAttachment, NetworkSelection, NfDep
 
 MIN_MTU, MAX_MTU = 68, 65535
 DEFAULT_MTU = 1500
+# Fields only the node may set (flexsfc.cni.config.NODE_LEVEL_FIELDS, which the plugin enforces): a
+# NetworkAttachmentDefinition is written by tenants, the plugin runs as root on the node.
+NODE_LEVEL_CNI_FIELDS = ("stateDir", "pinDir", "kubeconfig", "socket", "deleteQueue")
+# The CNI specification's rule for a network name, which flexsfc-cni (and libcni) enforce.
+_CNI_NETWORK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 
 
 @dataclass(frozen=True)
@@ -115,12 +121,12 @@ def _check_interfaces(
 def parse_deployment(obj: dict[str, Any], source: str = "") -> tuple[NfDeployment | None, list[Issue]]:
     """The NfDeployment of an apps/v1 Deployment, or None if it is not an NF (no label) or is invalid."""
     report = IssueCollector(object_label("Deployment", obj), source)
-    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
-    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
-    template = spec.get("template") if isinstance(spec.get("template"), dict) else None
-    template_meta = (template or {}).get("metadata")
-    template_meta = template_meta if isinstance(template_meta, dict) else {}
-    labels = template_meta.get("labels") if isinstance(template_meta.get("labels"), dict) else {}
+    metadata = mapping_field(obj, "metadata")
+    spec = mapping_field(obj, "spec")
+    raw_template = spec.get("template")
+    template: dict[str, Any] | None = raw_template if isinstance(raw_template, dict) else None
+    template_meta = mapping_field(template or {}, "metadata")
+    labels = mapping_field(template_meta, "labels")
     if LABEL_NF not in labels:
         return None, []
     nf = labels[LABEL_NF]
@@ -131,6 +137,7 @@ def parse_deployment(obj: dict[str, Any], source: str = "") -> tuple[NfDeploymen
     name = metadata.get("name")
     if not isinstance(name, str) or not name:
         report.error("metadata.name", "missing required field", "give the Deployment a name")
+        name = ""  # never used: the error returns before the NfDeployment is built
     namespace = metadata.get("namespace") or DEFAULT_NAMESPACE
     if not isinstance(template_meta.get("annotations", {}), dict):
         report.error("spec.template.metadata.annotations", "must be a mapping", "write key: value pairs")
@@ -142,8 +149,7 @@ def parse_deployment(obj: dict[str, Any], source: str = "") -> tuple[NfDeploymen
         report.error(
             "spec.replicas", f"{replicas!r} is not a replica count", "use an integer >= 0 (default 1)"
         )
-    annotations = template_meta.get("annotations")
-    annotations = annotations if isinstance(annotations, dict) else {}
+    annotations = mapping_field(template_meta, "annotations")
     networks: list[NetworkSelection] = []
     if ANNOTATION_NETWORKS in annotations:
         path = f"spec.template.metadata.annotations.{ANNOTATION_NETWORKS}"
@@ -183,13 +189,13 @@ def parse_nad(
 ) -> tuple[NetworkAttachment | ForeignNetwork | None, list[Issue]]:
     """A NetworkAttachmentDefinition: flexsfc (typed), foreign (other plugin), or None when invalid."""
     report = IssueCollector(object_label(KIND_NAD, obj), source)
-    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    metadata = mapping_field(obj, "metadata")
     name = metadata.get("name")
     namespace = metadata.get("namespace") or DEFAULT_NAMESPACE
     if not isinstance(name, str) or not name:
         report.error("metadata.name", "missing required field", "name the NetworkAttachmentDefinition")
         return None, report.issues
-    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    spec = mapping_field(obj, "spec")
     raw_config = spec.get("config")
     if raw_config is None:
         return ForeignNetwork(name, namespace, None), []  # Multus reads such a config from the node
@@ -198,7 +204,8 @@ def parse_nad(
         return None, report.issues
     plugin, path = _flexsfc_plugin(config)
     if plugin is None:
-        plugins = config.get("plugins") if isinstance(config.get("plugins"), list) else []
+        raw_plugins = config.get("plugins")
+        plugins = raw_plugins if isinstance(raw_plugins, list) else []
         cni_type = config.get("type") or next((p.get("type") for p in plugins if isinstance(p, dict)), None)
         return ForeignNetwork(name, namespace, str(cni_type) if cni_type else None), []
     attachment = _attachment(name, namespace, plugin, path, report)
@@ -238,6 +245,20 @@ def _flexsfc_plugin(config: dict[str, Any]) -> tuple[dict[str, Any] | None, str]
 def _attachment(
     name: str, namespace: str, plugin: dict[str, Any], path: str, report: IssueCollector
 ) -> NetworkAttachment:
+    cni_name = plugin.get("name")
+    if cni_name is not None and not (isinstance(cni_name, str) and _CNI_NETWORK_NAME.fullmatch(cni_name)):
+        report.error(
+            f"{path}.name",
+            f"{cni_name!r} is not a CNI network name",
+            "start with a letter or digit, then only letters, digits, '_', '.', '-' (e.g. the NAD's name)",
+        )
+    for key in NODE_LEVEL_CNI_FIELDS:
+        if key in plugin:
+            report.error(
+                f"{path}.{key}",
+                "is node-level: a NetworkAttachmentDefinition may not set it (flexsfc-cni refuses it)",
+                f"remove {key!r}; the node sets it in /etc/flexsfc/cni.conf (docs/cni.md)",
+            )
     mac_string = plugin.get("macGenerationString")
     if not isinstance(mac_string, str) or not mac_string:
         report.error(

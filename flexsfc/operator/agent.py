@@ -3,36 +3,62 @@
 Kopf event handlers feed an in-memory index (pods of this node, all CrossConnections); every change
 pushes the whole picture to :class:`flexsfc.agent.loop.AgentLoop`, whose thread reconciles it
 (level-triggered: bursts of events coalesce into one reconcile). After each reconcile the agent
-writes what it programmed into status.nodes[<node>] of every CrossConnection (merge patches, so the
-agents of different nodes never overwrite each other).
+writes what it programmed into status.nodes[<node>] of every CrossConnection whose NFs have a pod on
+this node (merge patches, so the agents of different nodes never overwrite each other); links the
+node hosts nothing of get no entry from it, and the chain controller prunes entries left behind
+(flexsfc/operator/readiness.py). Every `heartbeat_seconds` the agent renews its Lease with a summary
+of its data plane (flexsfc/operator/heartbeat.py).
 
 Before the first reconcile the agent lists pods and CrossConnections itself (resync at start), so a
-restarted agent never reconciles against half a picture and removes state it should keep.
+restarted agent never reconciles against half a picture and removes state it should keep. It lists
+them again every `relist_seconds` (default 60 s) and replaces its picture with the listing: a watch
+that broke and missed a DELETED event (Kopf re-lists on a new watch but never reports what vanished
+meanwhile) leaves no pod or cross-connection in the data plane for longer than that.
 """
 
+import datetime
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
+from flexsfc import __version__
+from flexsfc.agent.hostports import HostPorts, Refusal
 from flexsfc.agent.loop import AgentLoop
 from flexsfc.agent.reconciler import ReconcileReport, desired_ports
-from flexsfc.agent.types import NfReplica, ReplicaPhase
-from flexsfc.cni.state import load_records
+from flexsfc.agent.types import ChainKey, NfReplica, ReplicaPhase, dataplane_name
+from flexsfc.cni.state import load_records, owner_alias
 from flexsfc.dataplane.api import ReplicaState
-from flexsfc.model.constants import API_GROUP, API_VERSION, LABEL_NF, PLURAL_CROSS_CONNECTION
+from flexsfc.model.constants import (
+    API_GROUP,
+    API_VERSION,
+    DEFAULT_AGENT_RELIST_SECONDS,
+    LABEL_NF,
+    PLURAL_CROSS_CONNECTION,
+)
 from flexsfc.model.types import ChainSettings, CrossConnectionSpec, Side
 from flexsfc.operator.conditions import now_rfc3339
 from flexsfc.operator.convert import xc_from_object
+from flexsfc.operator.heartbeat import (
+    DEFAULT_HEARTBEAT_SECONDS,
+    MAX_LISTED,
+    agent_namespace,
+    lease_body,
+    lease_name,
+)
 from flexsfc.operator.pods import PodView, RecordIndex, pod_to_replica
+from flexsfc.operator.readiness import node_entries, pod_node, xc_sides
 
 log = logging.getLogger(__name__)
 
 XcKey = tuple[str, str]  # (namespace, name)
 ParsedXc = tuple[CrossConnectionSpec, ChainSettings]
+
+DEFAULT_RELIST_SECONDS = DEFAULT_AGENT_RELIST_SECONDS
 
 
 def pod_selectors(node_name: str) -> tuple[str, str]:
@@ -56,14 +82,31 @@ class NodeAgent:
         *,
         cni_state_dir: str,
         refresh_seconds: float = 10.0,
+        relist_seconds: float | None = DEFAULT_RELIST_SECONDS,
+        host_netns: str | None = None,
+        heartbeat_seconds: float | None = DEFAULT_HEARTBEAT_SECONDS,
+        lease_namespace: str | None = None,
     ) -> None:
         self.node_name = node_name
+        self.heartbeat_seconds = heartbeat_seconds  # None or 0: no Lease (tests of other parts)
+        self.lease_namespace = lease_namespace or agent_namespace()
+        self.coordination = kubernetes.client.CoordinationV1Api(api_client)
+        self._beat_at = 0.0  # monotonic time of the last Lease renewal
+        self._last_report: tuple[datetime.datetime, str, ReconcileReport] | None = None
         self.loop = loop
         self.core = kubernetes.client.CoreV1Api(api_client)
         self.custom = kubernetes.client.CustomObjectsApi(api_client)
         self.cni_state_dir = cni_state_dir
         self.refresh_seconds = refresh_seconds
+        self.relist_seconds = relist_seconds  # None or 0: only at start
+        # Only veths flexsfc-cni made for the recorded attachment (host_netns: None, this process's).
+        self.host_ports = HostPorts(owner_alias, netns=host_netns)
+        self.refused: dict[tuple[str, str], Refusal] = {}  # (container id, ifname) -> why, last push
         self.index = AgentIndex()
+        # Objects an event touched while a listing was in flight: the event is at least as new as
+        # the listing, which must not undo it. None when no listing runs.
+        self._touched: tuple[set[str], set[XcKey]] | None = None
+        self._listed_at = 0.0
         self._lock = threading.RLock()  # the index and what is derived from it
         self._push_lock = threading.Lock()
         self._written: dict[XcKey, dict[str, Any]] = {}  # last node status written, per xc
@@ -84,6 +127,8 @@ class NodeAgent:
         if not uid:
             return
         with self._lock:
+            if self._touched is not None:
+                self._touched[0].add(uid)
             if event_type == "DELETED" or not self._mine(pod):
                 previous = self.index.pods.pop(uid, None)
                 if previous is not None or event_type == "DELETED":
@@ -97,36 +142,76 @@ class NodeAgent:
         meta = obj.get("metadata") or {}
         key = (meta.get("namespace") or "default", meta.get("name", ""))
         with self._lock:
+            if self._touched is not None:
+                self._touched[1].add(key)
             if event_type == "DELETED":
                 self.index.xcs.pop(key, None)
                 self._written.pop(key, None)
                 self._parsed.pop(key, None)
             else:
                 self.index.xcs[key] = obj
+                # The controller pruned (or someone edited) this node's entry: write it again on
+                # the next report instead of trusting what was last written.
+                entry = node_entries(obj).get(self.node_name)
+                reported = None if entry is None else {k: v for k, v in entry.items() if k != "lastSyncTime"}
+                if key in self._written and reported != self._written[key]:
+                    del self._written[key]
         self.push()
 
-    def resync(self) -> None:
-        """Replace the index with a fresh listing (at start, before the first reconcile)."""
-        labels, fields = pod_selectors(self.node_name)
-        pods = self.core.list_pod_for_all_namespaces(label_selector=labels, field_selector=fields)
-        xcs = self.custom.list_cluster_custom_object(API_GROUP, API_VERSION, PLURAL_CROSS_CONNECTION)
-        client = self.core.api_client
+    def resync(self, reason: str = "resync") -> None:
+        """Replace the index with a fresh listing (at start, before the first reconcile, and every
+        `relist_seconds`): what the listing lacks was deleted, whether or not its event arrived.
+
+        Events handled while the listing is in flight win over it for the objects they touch (they
+        are at least as new); pods that vanished unseen are told GONE once, as a DELETED event does.
+        """
         with self._lock:
-            self.index.pods = {}
-            for item in pods.items:
-                pod = client.sanitize_for_serialization(item)
-                if self._mine(pod):
-                    self.index.pods[pod["metadata"]["uid"]] = pod
-            self.index.xcs = {
-                (o["metadata"].get("namespace") or "default", o["metadata"]["name"]): o
-                for o in xcs.get("items", [])
-            }
-        log.info(
-            "resync: %d NF pods on %s, %d cross-connections",
-            len(self.index.pods),
+            self._touched = (set(), set())
+        try:
+            labels, fields = pod_selectors(self.node_name)
+            pods = self.core.list_pod_for_all_namespaces(label_selector=labels, field_selector=fields)
+            xcs = self.custom.list_cluster_custom_object(API_GROUP, API_VERSION, PLURAL_CROSS_CONNECTION)
+            client = self.core.api_client
+            with self._lock:
+                touched_pods, touched_xcs = self._touched
+                listed_pods: dict[str, dict[str, Any]] = {}
+                for item in pods.items:
+                    pod = client.sanitize_for_serialization(item)
+                    if self._mine(pod) and pod["metadata"]["uid"] not in touched_pods:
+                        listed_pods[pod["metadata"]["uid"]] = pod
+                listed_xcs = {
+                    (o["metadata"].get("namespace") or "default", o["metadata"]["name"]): o
+                    for o in xcs.get("items", [])
+                    if (o["metadata"].get("namespace") or "default", o["metadata"]["name"]) not in touched_xcs
+                }
+                listed_pods.update({u: p for u, p in self.index.pods.items() if u in touched_pods})
+                listed_xcs.update({k: o for k, o in self.index.xcs.items() if k in touched_xcs})
+                vanished = sorted(set(self.index.pods) - set(listed_pods))
+                for uid in vanished:
+                    self.index.gone[uid] = self.index.pods[uid]
+                removed = sorted(set(self.index.xcs) - set(listed_xcs))
+                for key in removed:
+                    self._written.pop(key, None)
+                    self._parsed.pop(key, None)
+                self.index.pods, self.index.xcs = listed_pods, listed_xcs
+                self._listed_at = time.monotonic()
+        finally:
+            with self._lock:
+                self._touched = None
+        (log.info if reason == "resync" else log.debug)(  # the periodic re-list is routine
+            "%s: %d NF pods on %s, %d cross-connections",
+            reason,
+            len(listed_pods),
             self.node_name,
-            len(self.index.xcs),
+            len(listed_xcs),
         )
+        if vanished or removed:
+            log.warning(
+                "%s: deleted without an event seen: pods %s, cross-connections %s",
+                reason,
+                vanished,
+                ["/".join(key) for key in removed],
+            )
         self.push()
 
     # -- picture -> loop ---------------------------------------------------------------------
@@ -138,8 +223,14 @@ class NodeAgent:
         is not held while calling into the loop, whose report listener takes it.
         """
         with self._push_lock:
-            records = RecordIndex(load_records(self.cni_state_dir))
+            trusted, refused = self.host_ports.check(load_records(self.cni_state_dir))
+            records = RecordIndex(trusted)
+            refusals = {(r.record.container_id, r.record.ifname): r for r in refused}
+            for key, refusal in refusals.items():
+                if self.refused.get(key) != refusal:  # once per record and reason, not every push
+                    log.warning("%s", refusal)
             with self._lock:
+                self.refused = refusals
                 views: dict[str, PodView] = {}
                 for uid, pod in self.index.pods.items():
                     view = pod_to_replica(pod, records)
@@ -155,9 +246,9 @@ class NodeAgent:
             self.loop.set_replicas([v.replica for v in views.values()])
             self.loop.set_cross_connections(xcs, settings)
 
-    def _cross_connections(self) -> tuple[list[CrossConnectionSpec], dict[str, ChainSettings]]:
+    def _cross_connections(self) -> tuple[list[CrossConnectionSpec], dict[ChainKey, ChainSettings]]:
         xcs: list[CrossConnectionSpec] = []
-        settings: dict[str, ChainSettings] = {}
+        settings: dict[ChainKey, ChainSettings] = {}  # chains are namespaced: never by bare name
         for key, obj in sorted(self.index.xcs.items()):
             if (obj.get("metadata") or {}).get("deletionTimestamp"):
                 continue
@@ -165,7 +256,7 @@ class NodeAgent:
             if not isinstance(parsed, str):
                 xc, chain_settings = parsed
                 xcs.append(xc)
-                settings[xc.chain] = chain_settings
+                settings[(xc.namespace, xc.chain)] = chain_settings
         return xcs, settings
 
     def _parse(self, key: XcKey, obj: dict[str, Any]) -> ParsedXc | str:
@@ -187,8 +278,13 @@ class NodeAgent:
         with self._lock:
             xcs = {key: (obj, self._parse(key, obj)) for key, obj in self.index.xcs.items()}
             views = list(self._views.values())
+            hosted = self._hosted_nfs()
+        self._last_report = (datetime.datetime.now(datetime.UTC), reason, report)
         replicas = [v.replica for v in views]
         for key, (obj, parsed) in xcs.items():
+            if not any((key[0], nf) in hosted for nf in xc_sides(obj)):
+                self._written.pop(key, None)  # no entry from this node; the controller prunes an old one
+                continue
             status = self._node_status(obj, parsed, replicas, views, report)
             if self._written.get(key) == status:
                 continue
@@ -201,6 +297,15 @@ class NodeAgent:
             except ApiException as exc:
                 if exc.status != 404:  # deleted meanwhile: nothing to report on
                     log.warning("cannot write status of cross-connection %s/%s: %s", *key, exc.reason)
+
+    def _hosted_nfs(self) -> set[tuple[str, str]]:
+        """(namespace, NF) of every pod this node hosts (scheduled here, not finished)."""
+        hosted = set()
+        for pod in self.index.pods.values():
+            if pod_node(pod) == self.node_name:
+                meta = pod["metadata"]
+                hosted.add((meta.get("namespace") or "default", meta["labels"][LABEL_NF]))
+        return hosted
 
     def _node_status(
         self,
@@ -215,39 +320,127 @@ class NodeAgent:
         if isinstance(parsed, str):
             return status | {"ready": False, "message": parsed}
         xc, _ = parsed
-        errors = [e for e in report.errors if e.startswith(f"{xc.name}:")]
+        # The report names cross-connections as the data plane does: "namespace/name".
+        errors = [e for e in report.errors if e.startswith(f"{dataplane_name(xc)}:")]
         for side in Side:
             ports = desired_ports(xc, side, replicas)
             status[f"replicas{side.value}"] = sum(p.state is ReplicaState.ACTIVE for p in ports)
             status[f"draining{side.value}"] = sum(p.state is ReplicaState.DRAINING for p in ports)
         notes = list(errors)
+        refused = RecordIndex(r.record for r in self.refused.values())
+        unattached = False  # a running replica whose interface is not in the data plane
         for view in views:
-            for side in (xc.side_a, xc.side_b):
-                if view.replica.nf == side.nf and view.replica.interface(side.interface) is None:
-                    where = (
-                        "Multus reports it but flexsfc-cni left no record"
-                        if side.interface in view.missing_interfaces
-                        else "not attached yet"
+            if view.replica.namespace != xc.namespace:
+                continue
+            for xc_side in (xc.side_a, xc.side_b):
+                if view.replica.nf == xc_side.nf and view.replica.interface(xc_side.interface) is None:
+                    unattached = unattached or view.replica.phase is ReplicaPhase.RUNNING
+                    notes.append(
+                        f"pod {view.replica.pod_name}: interface {xc_side.interface} "
+                        + self._why_missing(view, xc_side.interface, refused)
                     )
-                    notes.append(f"pod {view.replica.pod_name}: interface {side.interface} {where}")
-        status["ready"] = not errors
+        status["ready"] = not errors and not unattached
         status["message"] = "; ".join(notes) if notes else "programmed"
         return status
+
+    def _why_missing(self, view: PodView, ifname: str, refused: RecordIndex) -> str:
+        replica = view.replica
+        for record in refused.for_pod(replica.uid, replica.namespace, replica.pod_name):
+            refusal = self.refused.get((record.container_id, record.ifname))
+            if record.ifname == ifname and refusal is not None:
+                return f"refused: {refusal.reason}"
+        if ifname in view.missing_interfaces:
+            return "Multus reports it but flexsfc-cni left no record"
+        if ifname in view.annotated_only:
+            return "only the pod annotation lists it (ignored: no record on this node)"
+        return "not attached yet"
+
+    # -- life cycle --------------------------------------------------------------------------
+
+    # -- heartbeat ---------------------------------------------------------------------------
+
+    def summary(self) -> dict[str, Any]:
+        """The bounded data-plane summary the Lease carries (flexsfc/operator/heartbeat.py)."""
+        with self._lock:
+            written = [s for s in self._written.values() if s is not None]
+            refused = sorted(self.refused.values(), key=str)
+            pods = len(self.index.pods)
+        summary: dict[str, Any] = {
+            "version": __version__,
+            "pods": pods,
+            "links": {"reported": len(written), "ready": sum(bool(s.get("ready")) for s in written)},
+            "replicas": {
+                "active": sum(s.get("replicasA", 0) + s.get("replicasB", 0) for s in written),
+                "draining": sum(s.get("drainingA", 0) + s.get("drainingB", 0) for s in written),
+            },
+            "refused": [
+                {
+                    "pod": f"{r.record.pod_namespace}/{r.record.pod_name}",
+                    "interface": r.record.ifname,
+                    "reason": r.reason[:200],
+                }
+                for r in refused[:MAX_LISTED]
+            ],
+            "refusedTotal": len(refused),
+        }
+        if self._last_report is not None:
+            moment, reason, report = self._last_report
+            summary["lastReconcile"] = {
+                "time": moment.replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+                "reason": reason[:100],
+                "ok": not report.failed,
+                "errors": [e[:300] for e in report.errors[:MAX_LISTED]],
+            }
+        try:
+            drops = self.loop.reconciler.dataplane.drop_stats()
+            summary["drops"] = {str(k): int(v) for k, v in sorted(drops.items())[:MAX_LISTED]}
+        except Exception as exc:  # a data plane without counters (tests) or unreadable maps
+            log.debug("no drop counters: %r", exc)
+        return summary
+
+    def heartbeat(self, force: bool = False) -> None:
+        """Renew this node's Lease (create it when missing) when a period has passed."""
+        period = self.heartbeat_seconds
+        if not period or (not force and time.monotonic() - self._beat_at < period):
+            return
+        now = datetime.datetime.now(datetime.UTC)
+        body = lease_body(self.node_name, self.summary(), period=period, now=now)
+        name, namespace = lease_name(self.node_name), self.lease_namespace
+        try:
+            try:
+                self.coordination.patch_namespaced_lease(name, namespace, body)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                body["spec"]["acquireTime"] = body["spec"]["renewTime"]
+                self.coordination.create_namespaced_lease(namespace, body)
+            self._beat_at = time.monotonic()
+        except ApiException as exc:
+            log.warning("cannot renew the agent Lease %s/%s: %s", namespace, name, exc.reason)
 
     # -- life cycle --------------------------------------------------------------------------
 
     def start(self) -> None:
         """Resync, then reconcile continuously; re-read the CNI records every refresh_seconds."""
         self.resync()
+        self.heartbeat(force=True)
         self.loop.start()
         self._stop.clear()
         self._refresher = threading.Thread(target=self._refresh, name="flexsfc-agent-refresh", daemon=True)
         self._refresher.start()
 
     def _refresh(self) -> None:
-        while not self._stop.wait(self.refresh_seconds):
+        """Re-read the CNI records every refresh_seconds; re-list the API every relist_seconds."""
+        period = min(self.refresh_seconds, self.relist_seconds or self.refresh_seconds)
+        if self.heartbeat_seconds:
+            period = min(period, self.heartbeat_seconds)
+        while not self._stop.wait(period):
             try:
-                self.push()
+                if self.relist_seconds and time.monotonic() - self._listed_at >= self.relist_seconds:
+                    self.resync("re-list")
+                else:
+                    self.push()
+                self.heartbeat()
             except Exception:
                 log.exception("refresh failed")
 

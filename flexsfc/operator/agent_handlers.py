@@ -6,14 +6,15 @@ finalizers, no progress or diff-base annotations), which a test asserts.
 """
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
 from flexsfc.agent.loop import AgentLoop
 from flexsfc.dataplane.api import DataplaneAPI
 from flexsfc.model.constants import API_GROUP, API_VERSION, LABEL_NF, PLURAL_CROSS_CONNECTION
-from flexsfc.operator.agent import NodeAgent, pod_selectors
+from flexsfc.operator.agent import DEFAULT_RELIST_SECONDS, NodeAgent, pod_selectors
+from flexsfc.operator.heartbeat import DEFAULT_HEARTBEAT_SECONDS
 from flexsfc.operator.kube import KubeTarget
 
 ANNOTATION_PREFIX = "agent.flexsfc.io"
@@ -38,7 +39,13 @@ def build_registry(
     *,
     cni_state_dir: str,
     resync_seconds: float = 10.0,
+    relist_seconds: float | None = DEFAULT_RELIST_SECONDS,
+    host_netns: str | None = None,
+    heartbeat_seconds: float | None = DEFAULT_HEARTBEAT_SECONDS,
+    lease_namespace: str | None = None,
 ) -> tuple[kopf.OperatorRegistry, NodeAgent]:
+    """The agent's Kopf registry. `host_netns` is where the host ends of the pods' veths live (None:
+    this process's namespace, as for the DaemonSet with hostNetwork; tests use a private one)."""
     registry = kopf.OperatorRegistry()
     target.register_login(registry)
     holder: list[NodeAgent] = []
@@ -48,12 +55,20 @@ def build_registry(
         on_report=lambda reason, report: holder[0].on_report(reason, report),
     )
     agent = NodeAgent(
-        node_name, loop, target.api_client(), cni_state_dir=cni_state_dir, refresh_seconds=resync_seconds
+        node_name,
+        loop,
+        target.api_client(),
+        cni_state_dir=cni_state_dir,
+        refresh_seconds=resync_seconds,
+        relist_seconds=relist_seconds,
+        host_netns=host_netns,
+        heartbeat_seconds=heartbeat_seconds,
+        lease_namespace=lease_namespace,
     )
     holder.append(agent)
 
     @kopf.on.startup(registry=registry)
-    def start_agent(logger: logging.Logger, **_: Any) -> None:
+    def start_agent(logger: kopf.Logger, **_: Any) -> None:
         agent.start()
         logger.info("node agent for %s started", node_name)
 
@@ -62,11 +77,11 @@ def build_registry(
         agent.stop()
 
     @kopf.on.event("v1", "pods", labels={LABEL_NF: kopf.PRESENT}, registry=registry)
-    def pod_event(event: dict[str, Any], **_: Any) -> None:
-        agent.on_pod_event(event.get("type"), event["object"])
+    def pod_event(event: kopf.RawEvent, **_: Any) -> None:
+        agent.on_pod_event(event.get("type"), cast(dict[str, Any], event["object"]))
 
     @kopf.on.event(API_GROUP, API_VERSION, PLURAL_CROSS_CONNECTION, registry=registry)
-    def cross_connection_event(event: dict[str, Any], **_: Any) -> None:
-        agent.on_xc_event(event.get("type"), event["object"])
+    def cross_connection_event(event: kopf.RawEvent, **_: Any) -> None:
+        agent.on_xc_event(event.get("type"), cast(dict[str, Any], event["object"]))
 
     return registry, agent

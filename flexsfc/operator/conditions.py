@@ -26,13 +26,13 @@ def merge_conditions(
     for condition in wanted:
         status = "True" if condition.status else "False"
         before = previous.get(condition.type)
-        changed = before is None or before.get("status") != status
+        unchanged = before is not None and before.get("status") == status
         entry = {
             "type": condition.type,
             "status": status,
             "reason": condition.reason,
             "message": condition.message,
-            "lastTransitionTime": now_rfc3339() if changed else before["lastTransitionTime"],
+            "lastTransitionTime": before["lastTransitionTime"] if before and unchanged else now_rfc3339(),
         }
         if generation is not None:
             entry["observedGeneration"] = generation

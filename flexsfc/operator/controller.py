@@ -6,13 +6,19 @@ the chain's CrossConnections exactly the planned ones. An invalid chain changes 
 Degraded=True with the validation messages and a Warning Event. Deleting a chain deletes its
 CrossConnections through their ownerReferences (the Kubernetes garbage collector), so chains carry no
 finalizer and never block in deletion when the controller is down.
+
+Ready comes from the node agents (flexsfc/operator/readiness.py): the chain is Ready when its links are
+resolved and applied and every node hosting one of its NF replicas reports each of its links
+programmed for the current generation. The controller prunes the per-node status entries of nodes that
+host nothing of a link or no longer exist (a merge patch on /status, conditional on the
+resourceVersion it judged, so an agent's concurrent report is never lost).
 """
 
 import json
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +41,7 @@ from flexsfc.model.types import ChainSettings, NetworkAttachment, NfDeployment
 from flexsfc.model.workloads import ForeignNetwork
 from flexsfc.operator.conditions import Condition, merge_conditions
 from flexsfc.operator.convert import owner_reference, xc_object
+from flexsfc.operator.readiness import LinkReadiness, judge_link, nodes_named, placement, summarize
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +55,8 @@ MAX_CONDITION_MESSAGE = 32768  # metav1.Condition's limit
 REASON_INVALID = "InvalidSpec"
 REASON_APPLIED = "CrossConnectionsApplied"
 REASON_PARTIAL = "Unresolved"
+REASON_PROGRAMMED = "Programmed"
+REASON_NOT_PROGRAMMED = "NotProgrammed"
 
 
 @dataclass
@@ -57,11 +66,23 @@ class SyncResult:
     updated: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     desired: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)  # why the chain is not (fully) Ready
+    problems: list[str] = field(default_factory=list)  # why the chain is not (fully) resolved
+    links: list[LinkReadiness] = field(default_factory=list)  # each applied link, judged per node
+    pruned: list[str] = field(default_factory=list)  # "xc: node" entries removed from xc status
+
+    @property
+    def node_problems(self) -> list[str]:
+        """One line per node hosting the chain that does not report all of its links programmed."""
+        return summarize(self.links)[1]
+
+    @property
+    def nodes(self) -> list[str]:
+        """The nodes that host the chain and report every link of theirs programmed."""
+        return summarize(self.links)[0]
 
     @property
     def ready(self) -> bool:
-        return self.valid and not self.problems
+        return self.valid and not self.problems and not self.node_problems
 
 
 def _issue_lines(issues: list[Issue]) -> list[str]:
@@ -84,6 +105,7 @@ class ChainController:
     def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
         self.custom = kubernetes.client.CustomObjectsApi(api_client)
         self.apps = kubernetes.client.AppsV1Api(api_client)
+        self.core = kubernetes.client.CoreV1Api(api_client)
         self._locks: dict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
 
     def sync_latest(
@@ -104,9 +126,10 @@ class ChainController:
 
     def get_chain(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return self.custom.get_namespaced_custom_object(
+            chain: dict[str, Any] = self.custom.get_namespaced_custom_object(
                 API_GROUP, API_VERSION, namespace, PLURAL_CHAIN, name
             )
+            return chain
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -115,6 +138,19 @@ class ChainController:
     def list_chains(self, namespace: str) -> list[dict[str, Any]]:
         result = self.custom.list_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL_CHAIN)
         return list(result.get("items", []))
+
+    def chains_reported_by(self, node: str) -> list[tuple[str, str]]:
+        """(namespace, chain) of every chain with a CrossConnection that carries the node's report."""
+        result = self.custom.list_cluster_custom_object(
+            API_GROUP, API_VERSION, PLURAL_CROSS_CONNECTION, label_selector=LABEL_CHAIN
+        )
+        found = set()
+        for item in result.get("items", []):
+            meta = item.get("metadata") or {}
+            chain = (meta.get("labels") or {}).get(LABEL_CHAIN)
+            if chain and node in ((item.get("status") or {}).get("nodes") or {}):
+                found.add((meta.get("namespace") or "default", chain))
+        return sorted(found)
 
     def _deployments(self, namespace: str) -> tuple[list[NfDeployment], list[Issue]]:
         result = self.apps.list_namespaced_deployment(namespace, label_selector=None)
@@ -196,8 +232,18 @@ class ChainController:
             xc.name: xc_object(xc, chain.settings or ChainSettings(), body) for xc in plan.cross_connections
         }
         result.desired = sorted(desired)
-        self._apply(namespace, name, meta["uid"], desired, result)
-        self._write_status(body, result, [n for n in plan.links if n.name in desired])
+        current = self._apply(namespace, name, meta["uid"], desired, result)
+        self._judge(namespace, current, result)
+        previous_ready = _condition(body, "Ready")
+        try:
+            self._write_status(body, result, [n for n in plan.links if n.name in desired])
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            # The chain was deleted during this sync: what it created may have missed the garbage
+            # collector's cascade (a real one would still find the owner gone, later).
+            self._delete_created(namespace, name, result)
+            return result
         for xc_name in result.created:
             emit("Normal", "CrossConnectionCreated", f"created CrossConnection {xc_name}")
         for xc_name in result.updated:
@@ -208,7 +254,61 @@ class ChainController:
         message = "; ".join(result.problems)[:1000]
         if result.problems and (previous is None or previous.get("message") != message):
             emit("Warning", REASON_PARTIAL, message)
+        was_ready = previous_ready is not None and previous_ready.get("status") == "True"
+        if result.ready and not was_ready:
+            emit("Normal", "Ready", _ready_message(result)[:1000])
+        elif not result.problems and result.node_problems and (was_ready or previous_ready is None):
+            emit("Warning", REASON_NOT_PROGRAMMED, "; ".join(result.node_problems)[:1000])
         return result
+
+    def _delete_created(self, namespace: str, chain: str, result: SyncResult) -> None:
+        for xc_name in result.created:
+            self._delete_xc(namespace, xc_name)
+        log.info(
+            "chain %s/%s deleted while syncing; removed what it created: %s", namespace, chain, result.created
+        )
+
+    # -- readiness ---------------------------------------------------------------------------
+
+    def _judge(self, namespace: str, current: dict[str, dict[str, Any]], result: SyncResult) -> None:
+        """Judge each applied link against its NFs' placement; prune entries of nodes that host
+        nothing of it or are gone. The links are read (by `_apply`) before the pods: an entry an agent
+        wrote after that read changes the resourceVersion and the prune of it is refused."""
+        pods = self.core.list_namespaced_pod(namespace, label_selector=LABEL_NF)
+        client = self.core.api_client
+        where = placement(client.sanitize_for_serialization(item) for item in pods.items)
+        exists = {node: self._node_exists(node) for node in nodes_named(current.values(), where)}
+        for xc_name in sorted(current):
+            link = judge_link(current[xc_name], where, exists)
+            result.links.append(link)
+            if link.prune and self._prune(namespace, current[xc_name], link.prune):
+                result.pruned += [f"{xc_name}: {node}" for node in link.prune]
+
+    def _node_exists(self, node: str) -> bool:
+        try:
+            self.core.read_node(node)
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    def _prune(self, namespace: str, xc: dict[str, Any], nodes: list[str]) -> bool:
+        meta = xc["metadata"]
+        patch: dict[str, Any] = {"status": {"nodes": dict.fromkeys(nodes)}}  # null removes the key
+        if meta.get("resourceVersion"):
+            patch["metadata"] = {"resourceVersion": meta["resourceVersion"]}  # precondition
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                API_GROUP, API_VERSION, namespace, PLURAL_CROSS_CONNECTION, meta["name"], patch
+            )
+        except ApiException as exc:
+            if exc.status in (404, 409):  # gone, or an agent wrote meanwhile: the next sync decides
+                log.debug("prune of %s/%s skipped: %s", namespace, meta["name"], exc.reason)
+                return False
+            raise
+        log.info("cross-connection %s/%s: pruned the status of nodes %s", namespace, meta["name"], nodes)
+        return True
 
     def _apply(
         self,
@@ -217,13 +317,16 @@ class ChainController:
         chain_uid: str,
         desired: dict[str, dict[str, Any]],
         result: SyncResult,
-    ) -> None:
+    ) -> dict[str, dict[str, Any]]:
+        """Create, patch and delete until the chain's CrossConnections are `desired`; returns them
+        as the API server last returned them (status included)."""
         existing = self._existing_xcs(namespace, chain)
+        applied: dict[str, dict[str, Any]] = {}
         for xc_name, obj in desired.items():
             current = existing.get(xc_name)
             if current is None:
                 try:
-                    self.custom.create_namespaced_custom_object(
+                    applied[xc_name] = self.custom.create_namespaced_custom_object(
                         API_GROUP, API_VERSION, namespace, PLURAL_CROSS_CONNECTION, obj
                     )
                     result.created.append(xc_name)
@@ -232,12 +335,13 @@ class ChainController:
                     if exc.status != 409:  # exists without our label: adopt it by patching below
                         raise
             elif _essential(current) == _essential(obj):
+                applied[xc_name] = current
                 continue
             patch = {
                 "metadata": {k: obj["metadata"][k] for k in ("labels", "ownerReferences")},
                 "spec": obj["spec"],
             }
-            self.custom.patch_namespaced_custom_object(
+            applied[xc_name] = self.custom.patch_namespaced_custom_object(
                 API_GROUP, API_VERSION, namespace, PLURAL_CROSS_CONNECTION, xc_name, patch
             )
             result.updated.append(xc_name)
@@ -245,14 +349,19 @@ class ChainController:
             owners = {o.get("uid") for o in current["metadata"].get("ownerReferences") or []}
             if xc_name in desired or (owners and chain_uid not in owners):
                 continue  # another chain's of the same name owns it: not ours to delete
-            try:
-                self.custom.delete_namespaced_custom_object(
-                    API_GROUP, API_VERSION, namespace, PLURAL_CROSS_CONNECTION, xc_name
-                )
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
+            self._delete_xc(namespace, xc_name)
             result.deleted.append(xc_name)
+        return applied
+
+    def _delete_xc(self, namespace: str, xc_name: str) -> None:
+        """Delete the CrossConnection; one already gone is fine."""
+        try:
+            self.custom.delete_namespaced_custom_object(
+                API_GROUP, API_VERSION, namespace, PLURAL_CROSS_CONNECTION, xc_name
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
 
     def _write_status(self, body: dict[str, Any], result: SyncResult, links: list[Any]) -> None:
         meta = body["metadata"]
@@ -267,9 +376,19 @@ class ChainController:
                 Condition("Ready", False, REASON_PARTIAL, f"{len(result.desired)} of the links are applied"),
                 Condition("Degraded", True, REASON_PARTIAL, _bounded("; ".join(result.problems))),
             ]
+        elif result.node_problems:
+            wanted = [
+                Condition(
+                    "Ready",
+                    False,
+                    REASON_NOT_PROGRAMMED,
+                    _bounded("not programmed on every node hosting it: " + "; ".join(result.node_problems)),
+                ),
+                Condition("Degraded", False, REASON_APPLIED, "all links are resolved"),
+            ]
         else:
             wanted = [
-                Condition("Ready", True, REASON_APPLIED, f"{len(result.desired)} CrossConnection(s) applied"),
+                Condition("Ready", True, REASON_PROGRAMMED, _ready_message(result)),
                 Condition("Degraded", False, REASON_APPLIED, "all links are resolved"),
             ]
         status: dict[str, Any] = {
@@ -291,6 +410,14 @@ class ChainController:
         )
 
 
+def _ready_message(result: SyncResult) -> str:
+    nodes = result.nodes
+    where = f"on {len(nodes)} node(s): {', '.join(nodes[:8])}" + (" ..." if len(nodes) > 8 else "")
+    if not nodes:
+        where = "(no node hosts a replica yet)"
+    return f"{len(result.desired)} CrossConnection(s) applied, programmed {where}"
+
+
 def _bounded(message: str, limit: int = MAX_CONDITION_MESSAGE) -> str:
     return message if len(message) <= limit else message[: limit - 20] + " ... (truncated)"
 
@@ -306,7 +433,7 @@ def _same_status(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
     )
 
 
-def nf_fingerprint(deployment: dict[str, Any]) -> str:
+def nf_fingerprint(deployment: Mapping[str, Any]) -> str:
     """What of a Deployment the plan depends on; scaling and status changes do not alter it."""
     template = (deployment.get("spec") or {}).get("template") or {}
     meta = template.get("metadata") or {}

@@ -2,11 +2,15 @@
 
 Chains are handled on create, update and resume (operator start). NF Deployments,
 NetworkAttachmentDefinitions and deleted CrossConnections re-sync the chains of their namespace, so
-objects may arrive in any order. Only `on.event` handlers watch those foreign objects: they write
-nothing to them (no finalizers, no annotations).
+objects may arrive in any order. Readiness follows the agents: a CrossConnection whose per-node status
+changes (not its heartbeat-free `lastSyncTime`), an NF pod that lands on, leaves or becomes ready on a
+node, and a deleted Node re-sync the chains concerned. Only `on.event` handlers watch those foreign
+objects: they write nothing to them (no finalizers, no annotations).
 """
 
+import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -21,6 +25,8 @@ from flexsfc.model.constants import (
 )
 from flexsfc.operator.controller import NAD_GROUP, NAD_PLURAL, NAD_VERSION, ChainController, nf_fingerprint
 from flexsfc.operator.kube import KubeTarget
+from flexsfc.operator.pods import pod_phase
+from flexsfc.operator.readiness import node_entries, pod_node
 
 ANNOTATION_PREFIX = "controller.flexsfc.io"
 
@@ -34,6 +40,7 @@ def configure(settings: kopf.OperatorSettings, *, peering: str | None, priority:
     settings.posting.level = logging.WARNING  # our own Events say what happened; no per-handler noise
     settings.watching.label_selectors["apps", "deployments"] = LABEL_NF
     settings.watching.label_selectors[API_GROUP, PLURAL_CROSS_CONNECTION] = LABEL_CHAIN
+    settings.watching.label_selectors["v1", "pods"] = LABEL_NF  # NF pods only, filtered by the server
     if peering:
         settings.peering.name = peering
         settings.peering.clusterwide = True
@@ -56,7 +63,8 @@ def build_registry(target: KubeTarget) -> tuple[kopf.OperatorRegistry, ChainCont
     @kopf.on.resume(API_GROUP, API_VERSION, PLURAL_CHAIN, registry=registry)
     @kopf.on.create(API_GROUP, API_VERSION, PLURAL_CHAIN, registry=registry)
     @kopf.on.update(API_GROUP, API_VERSION, PLURAL_CHAIN, registry=registry)
-    def chain_changed(name: str, namespace: str, logger: logging.Logger, **_: Any) -> None:
+    def chain_changed(name: str, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:
+        assert namespace is not None  # a namespaced resource
         result = controller.sync_latest(namespace, name, emitter)
         if result is None:
             return  # deleted meanwhile
@@ -68,13 +76,14 @@ def build_registry(target: KubeTarget) -> tuple[kopf.OperatorRegistry, ChainCont
             result.deleted,
         )
 
-    def resync_namespace(namespace: str, logger: logging.Logger) -> None:
+    def resync_namespace(namespace: str | None, logger: kopf.Logger) -> None:
+        assert namespace is not None  # every object watched here is namespaced
         for chain in controller.list_chains(namespace):
             name = chain["metadata"]["name"]
             result = controller.sync_latest(namespace, name, emitter)
             logger.debug("re-synced chain %s/%s: ready=%s", namespace, name, result and result.ready)
 
-    def fingerprint_changed(kind: str, event: dict[str, Any], fingerprint: str) -> bool:
+    def fingerprint_changed(kind: str, event: kopf.RawEvent, fingerprint: str) -> bool:
         meta = event["object"]["metadata"]
         key = (kind, meta.get("namespace") or "default", meta["name"])
         if event.get("type") == "DELETED":
@@ -86,12 +95,12 @@ def build_registry(target: KubeTarget) -> tuple[kopf.OperatorRegistry, ChainCont
         return True
 
     @kopf.on.event("apps", "v1", "deployments", labels={LABEL_NF: kopf.PRESENT}, registry=registry)
-    def deployment_event(event: dict[str, Any], namespace: str, logger: logging.Logger, **_: Any) -> None:
+    def deployment_event(event: kopf.RawEvent, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:
         if fingerprint_changed("Deployment", event, nf_fingerprint(event["object"])):
             resync_namespace(namespace, logger)
 
     @kopf.on.event(NAD_GROUP, NAD_VERSION, NAD_PLURAL, registry=registry)
-    def nad_event(event: dict[str, Any], namespace: str, logger: logging.Logger, **_: Any) -> None:
+    def nad_event(event: kopf.RawEvent, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:
         spec = event["object"].get("spec") or {}
         if fingerprint_changed("NAD", event, str(spec.get("config"))):
             resync_namespace(namespace, logger)
@@ -100,15 +109,49 @@ def build_registry(target: KubeTarget) -> tuple[kopf.OperatorRegistry, ChainCont
         API_GROUP, API_VERSION, PLURAL_CROSS_CONNECTION, labels={LABEL_CHAIN: kopf.PRESENT}, registry=registry
     )
     def cross_connection_event(
-        event: dict[str, Any], namespace: str, logger: logging.Logger, **_: Any
+        event: kopf.RawEvent, namespace: str | None, logger: kopf.Logger, **_: Any
     ) -> None:
-        # Someone deleted or edited one of our objects: put it back as planned. Status writes by the
-        # agents do not change metadata.generation, so they cost nothing here.
+        # Someone deleted or edited one of our objects: put it back as planned; or an agent's report
+        # changed: judge the chain's readiness again.
+        assert namespace is not None  # a namespaced resource
         meta = event["object"]["metadata"]
-        if not fingerprint_changed("CrossConnection", event, str(meta.get("generation"))):
+        if not fingerprint_changed("CrossConnection", event, xc_fingerprint(event["object"])):
             return
         if event.get("type") not in ("DELETED", "MODIFIED"):
             return
         controller.sync_latest(namespace, meta["labels"][LABEL_CHAIN], emitter)
 
+    @kopf.on.event("v1", "pods", labels={LABEL_NF: kopf.PRESENT}, registry=registry)
+    def pod_event(event: kopf.RawEvent, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:
+        # Which node must report the chain, and how many replicas it must have programmed.
+        # The initial listing (type None) only records: every chain is synced on resume anyway.
+        changed = fingerprint_changed("Pod", event, pod_fingerprint(event["object"]))
+        if changed and event.get("type") is not None:
+            resync_namespace(namespace, logger)
+
+    @kopf.on.event("v1", "nodes", registry=registry)
+    def node_event(event: kopf.RawEvent, logger: kopf.Logger, **_: Any) -> None:
+        if event.get("type") != "DELETED":
+            return
+        node = event["object"]["metadata"]["name"]
+        for namespace, chain in controller.chains_reported_by(node):
+            controller.sync_latest(namespace, chain, emitter)
+            logger.info("node %s deleted: re-synced chain %s/%s", node, namespace, chain)
+
     return registry, controller
+
+
+def xc_fingerprint(xc: Mapping[str, Any]) -> str:
+    """A CrossConnection's generation and the agents' reports, without their sync times."""
+    entries = node_entries(xc)
+    reports = {
+        node: {k: v for k, v in entry.items() if k != "lastSyncTime"} for node, entry in entries.items()
+    }
+    generation = (xc.get("metadata") or {}).get("generation")
+    return json.dumps({"generation": generation, "nodes": reports}, sort_keys=True)
+
+
+def pod_fingerprint(pod: Mapping[str, Any]) -> str:
+    """What of an NF pod readiness depends on: its NF, its node, its lifecycle phase."""
+    nf = ((pod.get("metadata") or {}).get("labels") or {}).get(LABEL_NF)
+    return json.dumps([nf, pod_node(pod), pod_phase(dict(pod)).value])

@@ -5,11 +5,12 @@ The controller writes what :func:`xc_object` returns; the node agent reads it ba
 agent never needs to read chains.
 """
 
+import dataclasses
 import ipaddress
 from typing import Any
 
 from flexsfc.model.constants import API_GROUP_VERSION, KIND_CROSS_CONNECTION, LABEL_CHAIN
-from flexsfc.model.types import ChainSettings, CrossConnectionSpec, Mode, XcSide
+from flexsfc.model.types import ChainSettings, CrossConnectionSpec, Mode, SessionTimeouts, XcSide
 
 
 def _side_dict(side: XcSide) -> dict[str, Any]:
@@ -27,6 +28,7 @@ def _side_dict(side: XcSide) -> dict[str, Any]:
 def settings_dict(settings: ChainSettings) -> dict[str, Any]:
     return {
         "maglevTableSize": settings.maglev_table_size,
+        "sessionTimeouts": dataclasses.asdict(settings.session_timeouts),
     }
 
 
@@ -86,8 +88,16 @@ def xc_from_object(obj: dict[str, Any]) -> tuple[CrossConnectionSpec, ChainSetti
     meta, spec = obj["metadata"], obj["spec"]
     raw_settings = spec.get("settings") or {}
     defaults = ChainSettings()
+    # Timeouts missing from an object written by an older controller take their defaults.
+    timeouts = raw_settings.get("sessionTimeouts") or {}
     settings = ChainSettings(
         maglev_table_size=int(raw_settings.get("maglevTableSize", defaults.maglev_table_size)),
+        session_timeouts=SessionTimeouts(
+            **{
+                cls: int(timeouts.get(cls, default))
+                for cls, default in dataclasses.asdict(defaults.session_timeouts).items()
+            }
+        ),
     )
     xc = CrossConnectionSpec(
         name=meta["name"],

@@ -1,7 +1,7 @@
 """CustomResourceDefinitions generated from the model: ServiceFunctionChain and CrossConnection.
 
 The schemas are built from the model's constants (API group, allowed Maglev sizes, interface name
-length), so the CRDs cannot drift from what `flexsfc validate` accepts; deploy/crds/ holds the output
+length), so the CRDs cannot drift from what `flexsfc validate` accepts; deploy/base/crds/ holds the output
 of `flexsfc manifests --crds` and a test fails when the two differ.
 
 What a structural schema can express is checked by the API server itself (types, patterns, lengths,
@@ -17,9 +17,11 @@ from flexsfc.model.constants import (
     API_GROUP,
     API_VERSION,
     DEFAULT_MAGLEV_TABLE_SIZE,
+    DEFAULT_SESSION_TIMEOUTS,
     KIND_CHAIN,
     KIND_CROSS_CONNECTION,
     MAX_IFNAME_LEN,
+    MAX_SESSION_TIMEOUT,
     PLURAL_CHAIN,
     PLURAL_CROSS_CONNECTION,
 )
@@ -75,8 +77,32 @@ def _settings_schema() -> dict[str, Any]:
                 "enum": list(ALLOWED_MAGLEV_TABLE_SIZES),
                 "default": DEFAULT_MAGLEV_TABLE_SIZE,
             },
+            "sessionTimeouts": {
+                "type": "object",
+                "description": "Seconds a confirmed session (traffic seen both ways) may stay idle before "
+                "the node agent frees it, per protocol class.",
+                "additionalProperties": False,
+                "properties": {
+                    cls: {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": MAX_SESSION_TIMEOUT,
+                        "default": seconds,
+                        "description": _TIMEOUT_CLASSES[cls],
+                    }
+                    for cls, seconds in DEFAULT_SESSION_TIMEOUTS.items()
+                },
+            },
         },
     }
+
+
+_TIMEOUT_CLASSES = {
+    "tcp": "TCP and SCTP.",
+    "udp": "UDP.",
+    "icmp": "ICMP, ICMPv6 and ARP.",
+    "other": "Any other IP protocol.",
+}
 
 
 def _conditions_schema() -> dict[str, Any]:
@@ -240,7 +266,11 @@ def cross_connection_status_schema() -> dict[str, Any]:
     node_status = {
         "type": "object",
         "properties": {
-            "ready": {"type": "boolean", "description": "The node's data plane holds this link."},
+            "ready": {
+                "type": "boolean",
+                "description": "The node's data plane holds this link: no error, and every running replica "
+                "of its NFs on the node has its interface attached.",
+            },
             "replicasA": {"type": "integer", "description": "Active replicas of side A on the node."},
             "replicasB": {"type": "integer", "description": "Active replicas of side B on the node."},
             "drainingA": {"type": "integer"},
@@ -255,7 +285,8 @@ def cross_connection_status_schema() -> dict[str, Any]:
         "properties": {
             "nodes": {
                 "type": "object",
-                "description": "Per node name: what that node's agent programmed.",
+                "description": "Per node name: what that node's agent programmed. Only nodes hosting a "
+                "replica of one of the two NFs report; the chain controller prunes the others.",
                 "additionalProperties": node_status,
             },
         },
@@ -406,4 +437,5 @@ def flexsfc_crds() -> list[dict[str, Any]]:
 
 def crd_schema(crd: dict[str, Any]) -> dict[str, Any]:
     """The openAPIV3Schema of a CRD's (only) version."""
-    return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    schema: dict[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return schema

@@ -4,13 +4,15 @@ Phase: running and Ready -> RUNNING; deletionTimestamp set -> TERMINATING (drain
 established ones stay until the interfaces disappear, which the preStop delay postpones); deleted ->
 GONE; anything else (scheduled, starting, not ready, finished) -> PENDING.
 
-Interfaces, in order of trust:
-1. the CNI plugin's records in its state directory on this node (written by the same ADD that made
-   the veth, so they are never stale);
-2. the pod annotation flexsfc.io/interfaces (written by the plugin when it has a kubeconfig);
-3. Multus' k8s.v1.cni.cncf.io/network-status lists the pod's interfaces but not their host-side veth
-   (all replicas share MAC and addresses, so nothing there tells replicas apart): it only serves to
-   report flexsfc interfaces that have no record.
+Interfaces come from one source only: the CNI plugin's records in its state directory on this node
+(root-owned, written by the same ADD that made the veth), which the agent checks against the host's
+links before use (flexsfc.agent.hostports). The pod's annotations are informational, never a source:
+- flexsfc.io/interfaces (written by the plugin when it has a kubeconfig) is writable by whoever can
+  edit the pod, so trusting it would let a tenant point the agent at any host interface (the node's
+  uplink, another tenant's veth); an interface it lists without a node-local record is reported;
+- Multus' k8s.v1.cni.cncf.io/network-status lists the pod's interfaces but not their host-side veth
+  (all replicas share MAC and addresses, so nothing there tells replicas apart): it only serves to
+  report flexsfc interfaces that have no record.
 """
 
 import json
@@ -45,6 +47,7 @@ def pod_phase(pod: dict[str, Any], *, deleted: bool = False) -> ReplicaPhase:
 
 
 def annotation_records(pod: dict[str, Any]) -> list[AttachmentRecord]:
+    """What the pod's flexsfc.io/interfaces annotation claims: for reports only, never attached."""
     raw = ((pod.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_INTERFACES)
     if not raw:
         return []
@@ -94,6 +97,8 @@ class RecordIndex:
 class PodView:
     replica: NfReplica
     missing_interfaces: tuple[str, ...] = ()  # flexsfc interfaces Multus reports but no record has
+    # Interfaces the pod's flexsfc.io/interfaces annotation lists without a node-local record: ignored.
+    annotated_only: tuple[str, ...] = ()
 
 
 def pod_to_replica(pod: dict[str, Any], records: RecordIndex, *, deleted: bool = False) -> PodView | None:
@@ -103,12 +108,11 @@ def pod_to_replica(pod: dict[str, Any], records: RecordIndex, *, deleted: bool =
     if not nf:
         return None
     uid, namespace, name = meta.get("uid", ""), meta.get("namespace") or "default", meta.get("name", "")
-    by_ifname: dict[str, AttachmentRecord] = {}
-    for record in annotation_records(pod) + records.for_pod(uid, namespace, name):
-        by_ifname[record.ifname] = record  # state directory last: it wins
+    by_ifname = {record.ifname: record for record in records.for_pod(uid, namespace, name)}
     interfaces = tuple(by_ifname[i] for i in sorted(by_ifname))
     reported = network_status_interfaces(pod)
     missing = tuple(sorted(i for i in reported if i not in by_ifname and i != "eth0" and reported[i]))
+    annotated_only = tuple(sorted({r.ifname for r in annotation_records(pod)} - set(by_ifname)))
     replica = NfReplica(
         uid=uid,
         namespace=namespace,
@@ -117,4 +121,4 @@ def pod_to_replica(pod: dict[str, Any], records: RecordIndex, *, deleted: bool =
         phase=pod_phase(pod, deleted=deleted),
         interfaces=interfaces,
     )
-    return PodView(replica, missing)
+    return PodView(replica, missing, annotated_only)

@@ -79,7 +79,7 @@ class RtnlSocket:
 
     def _exchange(self, what: str, data: bytes, sequence: int, reply_type: Any) -> list[Any]:
         self._sock.send(data)
-        replies = []
+        replies: list[Any] = []
         while True:
             data = self._sock.recv(_RECV_BUFFER)
             offset = 0

@@ -11,12 +11,10 @@ import pytest
 from e2e_local import LocalRuntime, copy_example
 
 from flexsfc.agent.reconciler import Reconciler
-from flexsfc.agent.types import NfReplica, ReplicaPhase
 from flexsfc.dataplane.facade import Dataplane
 from flexsfc.local.scenario import TrafficRun, chain_ends
 from flexsfc.local.traffic import summarize
 from flexsfc.model.loader import load_plan
-from flexsfc.model.records import AttachmentRecord
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -26,22 +24,16 @@ def test_fresh_agent_on_pinned_state_changes_nothing(local_runtime: LocalRuntime
     path = copy_example("transparent-firewall", tmp_path / "chain")
     plan = load_plan(path)
     rt.up(path)
-    replicas = [
-        NfReplica(
-            uid=p["uid"],
-            namespace=p["namespace"],
-            pod_name=p["name"],
-            nf=p["nf"],
-            phase=ReplicaPhase(p["phase"]),
-            interfaces=tuple(AttachmentRecord.from_json_dict(r) for r in p["records"]),
-        )
-        for p in rt.state()["pods"]
-    ]
+    state = rt.state()
+    assert state is not None
+    replicas = [p.replica() for p in state.pods]  # what the runtime's agent was told
     dataplane = Dataplane(rt.config.pin_dir)
     try:
         assert dataplane.reopened
         report = Reconciler(dataplane).reconcile(
-            plan.cross_connections, replicas, chain_settings={c.name: c.settings for c in plan.chains}
+            plan.cross_connections,
+            replicas,
+            chain_settings={(c.namespace, c.name): c.settings for c in plan.chains},
         )
     finally:
         dataplane.close()

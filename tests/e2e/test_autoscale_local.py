@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from e2e_local import bridge_chain_manifests
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -27,108 +28,15 @@ CLIENT_IP, SERVER_IP = "10.70.1.1", "10.70.1.2"
 # echo session on the first replica): inside the tolerance, so the size holds. LOW asks for 1.
 TARGET_PPS, HIGH_PPS, LOW_PPS, MAX_REPLICAS = 400, 1100, 100, 3
 
-MANIFESTS = """
-apiVersion: flexsfc.io/v1alpha1
-kind: ServiceFunctionChain
-metadata: {name: as-chain}
-spec:
-  networkFunctions:
-    - {name: client, links: {firewall: eth1}}
-    - {name: firewall, links: {client: eth1, server: eth2}}
-    - {name: server, links: {firewall: eth1}}
----
-apiVersion: k8s.cni.cncf.io/v1
-kind: NetworkAttachmentDefinition
-metadata: {name: as-client-eth1}
-spec:
-  config: '{"cniVersion": "1.0.0", "name": "as-client-eth1", "type": "flexsfc-cni",
-    "macGenerationString": "as-client-eth1",
-    "ipam": {"type": "static", "addresses": [{"address": "CLIENT_IP/24"}]}}'
----
-apiVersion: k8s.cni.cncf.io/v1
-kind: NetworkAttachmentDefinition
-metadata: {name: as-fw-eth1}
-spec:
-  config: '{"cniVersion": "1.0.0", "name": "as-fw-eth1", "type": "flexsfc-cni",
-    "macGenerationString": "as-fw-eth1"}'
----
-apiVersion: k8s.cni.cncf.io/v1
-kind: NetworkAttachmentDefinition
-metadata: {name: as-fw-eth2}
-spec:
-  config: '{"cniVersion": "1.0.0", "name": "as-fw-eth2", "type": "flexsfc-cni",
-    "macGenerationString": "as-fw-eth2"}'
----
-apiVersion: k8s.cni.cncf.io/v1
-kind: NetworkAttachmentDefinition
-metadata: {name: as-server-eth1}
-spec:
-  config: '{"cniVersion": "1.0.0", "name": "as-server-eth1", "type": "flexsfc-cni",
-    "macGenerationString": "as-server-eth1",
-    "ipam": {"type": "static", "addresses": [{"address": "SERVER_IP/24"}]}}'
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: client}
-spec:
-  replicas: 1
-  selector: {matchLabels: {flexsfc.io/network-function: client}}
-  template:
-    metadata:
-      labels: {flexsfc.io/network-function: client}
-      annotations: {k8s.v1.cni.cncf.io/networks: as-client-eth1@eth1}
-    spec:
-      terminationGracePeriodSeconds: 2
-      containers:
-        - {name: client, command: [sleep, infinity]}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: firewall}
-spec:
-  replicas: 1
-  selector: {matchLabels: {flexsfc.io/network-function: firewall}}
-  template:
-    metadata:
-      labels: {flexsfc.io/network-function: firewall}
-      annotations: {k8s.v1.cni.cncf.io/networks: "as-fw-eth1@eth1, as-fw-eth2@eth2"}
-    spec:
-      terminationGracePeriodSeconds: 5
-      containers:
-        - name: firewall
-          command: [sh, -c]
-          args:
-            - |
-              set -e
-              ip link add br0 type bridge
-              ip link set eth1 master br0
-              ip link set eth2 master br0
-              ip link set eth1 up
-              ip link set eth2 up
-              ip link set br0 up
-              exec sleep infinity
-          readinessProbe:
-            exec: {command: [sh, -c, "ip -o link show br0 | grep -q LOWER_UP"]}
-          lifecycle:
-            preStop:
-              exec: {command: [sleep, "1"]}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: server}
-spec:
-  replicas: 1
-  selector: {matchLabels: {flexsfc.io/network-function: server}}
-  template:
-    metadata:
-      labels: {flexsfc.io/network-function: server}
-      annotations: {k8s.v1.cni.cncf.io/networks: as-server-eth1@eth1}
-    spec:
-      terminationGracePeriodSeconds: 2
-      containers:
-        - name: server
-          command: [sh, -c, "socat TCP-LISTEN:7,reuseaddr,fork EXEC:cat & exec sleep infinity"]
-""".replace("CLIENT_IP", CLIENT_IP).replace("SERVER_IP", SERVER_IP)
+MANIFESTS = bridge_chain_manifests(
+    "as-chain",
+    "as",
+    CLIENT_IP,
+    SERVER_IP,
+    firewall_grace=5,
+    pre_stop_seconds=1,
+    server_command='[sh, -c, "socat TCP-LISTEN:7,reuseaddr,fork EXEC:cat & exec sleep infinity"]',
+)
 
 
 @pytest.fixture

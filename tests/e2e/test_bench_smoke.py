@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from flexsfc.bench import harness, resources
-from flexsfc.bench.common import BenchContext, read_json
+from flexsfc.bench import harness
+from flexsfc.bench.context import BenchContext, read_json
+from flexsfc.bench.sections import resources
 
 REPO = Path(__file__).resolve().parents[2]
 

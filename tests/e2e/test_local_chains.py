@@ -19,13 +19,9 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 def _snapshot(rt: LocalRuntime) -> dict:
     status = rt.status()
-    pods = sorted(
-        (p["name"], p["uid"], p["phase"], tuple(r["hostIfindex"] for r in p["records"]))
-        for p in status["pods"]
-    )
+    pods = sorted((p.name, p.uid, p.phase, tuple(r.host_ifindex for r in p.records)) for p in status.pods)
     xcs = sorted(
-        (x["name"], x["activeA"], x["activeB"], x["drainingA"], x["drainingB"])
-        for x in status["crossConnections"]
+        (x.name, x.active_a, x.active_b, x.draining_a, x.draining_b) for x in status.cross_connections
     )
     return {"pods": pods, "xcs": xcs}
 
@@ -46,13 +42,13 @@ def test_example_chain_end_to_end(example: str, local_runtime: LocalRuntime, tmp
     assert summary["udpSent"] > 0 and summary["udpLost"] == 0, summary
     assert summary["shortAnswered"] == summary["shortOpened"], summary
     status = rt.status()
-    assert all(x["sessions"] > 0 for x in status["crossConnections"]), status["crossConnections"]
+    assert all(x.sessions > 0 for x in status.cross_connections), status.cross_connections
 
     shown = rt.cli("status").stdout
     assert "Cross-connections" in shown and all(p[0] in shown for p in before["pods"])
     client = rt.pods(plan.chains[0].network_functions[0].name)[0]
-    assert "eth1" in rt.cli("exec", client["name"], "--", "ip", "-o", "link").stdout
-    assert "starting container" in rt.cli("logs", client["name"]).stdout
+    assert "eth1" in rt.cli("exec", client.name, "--", "ip", "-o", "link").stdout
+    assert "starting container" in rt.cli("logs", client.name).stdout
 
     again = rt.up(path)
     assert "nothing changed" in again.stdout
@@ -60,7 +56,7 @@ def test_example_chain_end_to_end(example: str, local_runtime: LocalRuntime, tmp
 
     # A process a user left inside a pod ends with the pod, as in Kubernetes.
     straggler = subprocess.Popen(
-        [FLEXSFC, "exec", "--state-dir", rt.config.state_dir, client["name"], "--", "sleep", "300"]
+        [FLEXSFC, "exec", "--state-dir", rt.config.state_dir, client.name, "--", "sleep", "300"]
     )
     time.sleep(0.3)
     state = rt.state()

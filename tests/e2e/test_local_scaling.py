@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e_local import LocalRuntime, copy_example
+from e2e_local import LocalRuntime, copy_example, counters
 
 from flexsfc.local.scenario import (
     TrafficRun,
@@ -53,7 +53,7 @@ def _wait_flows(rt: LocalRuntime, plan, nf: str, count: int) -> dict[tuple[int, 
 
 
 def _to_packets(rt: LocalRuntime) -> dict[str, int]:
-    return {p["name"]: p["toPackets"] for p in rt.status()["pods"]}
+    return {p.name: counters(p).to_packets for p in rt.status().pods}
 
 
 def test_scale_each_nf_out_and_in_under_traffic(local_runtime: LocalRuntime, tmp_path: Path) -> None:
@@ -69,18 +69,18 @@ def test_scale_each_nf_out_and_in_under_traffic(local_runtime: LocalRuntime, tmp
         time.sleep(0.5)
         for nf in ("nat", "firewall", "gw"):
             before = _owners(rt, plan, nf)
-            old_pods = {p["name"] for p in rt.pods(nf)}
+            old_pods = {p.name for p in rt.pods(nf)}
             t_out = time.time_ns()
             rt.request("scale", name=nf, replicas=3)
             wait_ready(rt.config)
             time.sleep(1.0)
             t_settled = time.time_ns()
             after = _owners(rt, plan, nf)
-            new_pods = {
-                p["name"]: p for p in rt.status()["pods"] if p["nf"] == nf and p["name"] not in old_pods
-            }
+            new_pods = {p.name: p for p in rt.status().pods if p.nf == nf and p.name not in old_pods}
             assert len(new_pods) == 2
-            assert all(p["sessionsCreated"] > 0 for p in new_pods.values()), f"{nf}: new replicas got no flow"
+            assert all(counters(p).sessions_created > 0 for p in new_pods.values()), (
+                f"{nf}: new replicas got no flow"
+            )
             rt.request("scale", name=nf, replicas=1)
             wait_settled(rt.config, nf, 1)
             checks.append((nf, before, after, t_out, t_settled))
@@ -114,16 +114,16 @@ def test_draining_replica_keeps_its_flows_until_it_terminates(
         _wait_flows(rt, plan, "firewall", 24)
         time.sleep(0.5)
         owners = _owners(rt, plan, "firewall")
-        keep = min((p for p in rt.pods("firewall")), key=lambda p: p["times"]["running"])["name"]
+        keep = min((p for p in rt.pods("firewall")), key=lambda p: p.times.running).name
         t_in = time.time_ns()
         rt.request("scale", name="firewall", replicas=1)
         time.sleep(0.5)
         draining = _owners(rt, plan, "firewall")
-        xc = next(x for x in rt.status()["crossConnections"] if x["sideB"] == "firewall:eth1")
+        xc = next(x for x in rt.status().cross_connections if x.side_b == "firewall:eth1")
         packets_early = _to_packets(rt)
         time.sleep(1.0)
         packets_late = _to_packets(rt)
-        drained = {p["name"] for p in rt.pods("firewall", phase="terminating")}
+        drained = {p.name for p in rt.pods("firewall", phase="terminating")}
         wait_settled(rt.config, "firewall", 1)
         t_gone = time.time_ns()
         time.sleep(1.0)
@@ -135,7 +135,7 @@ def test_draining_replica_keeps_its_flows_until_it_terminates(
     flows = long_lived_flows(report)
     on_drained = [f for f in flows if owners.get(f) in drained]
     assert drained and len(drained) == 2
-    assert (xc["activeB"], xc["drainingB"]) == (1, 2)
+    assert (xc.active_b, xc.draining_b) == (1, 2)
     assert on_drained, "no long-lived flow landed on the replicas that were drained"
     assert all(draining[f] == owners[f] for f in on_drained), "a draining replica lost flows early"
     assert all(packets_late[p] > packets_early[p] for p in drained), "draining replicas stopped receiving"
@@ -159,13 +159,13 @@ def test_killed_replica_flows_rehash_and_chain_recovers(local_runtime: LocalRunt
         time.sleep(0.5)
         owners = _owners(rt, plan, "firewall")
         served = {pod for pod in owners.values()}
-        candidates = [p for p in rt.pods("firewall") if p["name"] in served]
-        assert candidates, (served, [(p["name"], p["phase"]) for p in rt.pods("firewall", phase=None)])
+        candidates = [p for p in rt.pods("firewall") if p.name in served]
+        assert candidates, (served, [(p.name, p.phase) for p in rt.pods("firewall", phase=None)])
         victim = candidates[0]
         t_kill = time.time_ns()
-        os.killpg(victim["processes"][0]["pid"], signal.SIGKILL)
+        os.killpg(victim.processes[0].pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
-        while any(p["name"] == victim["name"] for p in rt.pods("firewall", phase=None)):
+        while any(p.name == victim.name for p in rt.pods("firewall", phase=None)):
             assert time.monotonic() < deadline, "killed replica was not removed"
             time.sleep(0.05)
         removed_after = (time.time_ns() - t_kill) / 1e9
@@ -173,18 +173,18 @@ def test_killed_replica_flows_rehash_and_chain_recovers(local_runtime: LocalRunt
         t_recovered = time.time_ns()
         time.sleep(1.5)
         after = _owners(rt, plan, "firewall")
-        running = {p["name"] for p in rt.pods("firewall")}
+        running = {p.name for p in rt.pods("firewall")}
         report = traffic.stop()
     finally:
         traffic.close()
 
     flows = long_lived_flows(report)
-    victims_flows = [f for f in flows if owners.get(f) == victim["name"]]
+    victims_flows = [f for f in flows if owners.get(f) == victim.name]
     assert victims_flows
     assert removed_after < 2.0
-    assert len(running) == 3 and victim["name"] not in running
+    assert len(running) == 3 and victim.name not in running
     assert all(after.get(f) in running for f in victims_flows), "flows of the killed replica did not re-hash"
-    others = [f for f in flows if f in owners and owners[f] != victim["name"]]
+    others = [f for f in flows if f in owners and owners[f] != victim.name]
     assert all(after[f] == owners[f] for f in others), "flows of healthy replicas moved"
     assert lost_between(report, t_recovered, 2**63) == 0, "the chain did not recover"
     summary = summarize(report)

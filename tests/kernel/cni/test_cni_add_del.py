@@ -32,7 +32,7 @@ def _pod_sysctl(ns: str, ifname: str, key: str) -> str:
 
 def test_l2_add_check_del(cni: CniRunner, netns_factory) -> None:
     ns = netns_factory("l2")
-    config = l2_config(cni.state_dir)
+    config = l2_config()
     container_id, add = cni.add(config, ns, cni_args=POD_ARGS)
     assert add.returncode == 0, add.output
 
@@ -77,7 +77,7 @@ def test_l2_add_check_del(cni: CniRunner, netns_factory) -> None:
 
 def test_l3_add_check_del_with_static_ipam(cni: CniRunner, netns_factory) -> None:
     ns = netns_factory("l3")
-    config = l3_config(cni.state_dir)
+    config = l3_config()
     container_id, add = cni.add(config, ns, ifname="net0")
     assert add.returncode == 0, add.output
     assert add.output["cniVersion"] == "1.1.0"
@@ -122,7 +122,7 @@ def test_l3_add_check_del_with_static_ipam(cni: CniRunner, netns_factory) -> Non
 @pytest.mark.parametrize("version", ["0.3.1", "0.4.0", "1.0.0"])
 def test_result_follows_requested_version(cni: CniRunner, netns_factory, version: str) -> None:
     ns = netns_factory("ver")
-    config = l3_config(cni.state_dir, cniVersion=version)
+    config = l3_config(cniVersion=version)
     container_id, add = cni.add(config, ns)
     assert add.returncode == 0, add.output
     assert add.output["cniVersion"] == version
@@ -140,7 +140,7 @@ def test_result_follows_requested_version(cni: CniRunner, netns_factory, version
 
 
 def test_replicas_share_ip_and_mac(cni: CniRunner, netns_factory) -> None:
-    config = l3_config(cni.state_dir)
+    config = l3_config()
     results = [cni.add(config, netns_factory(f"rep{i}"))[1] for i in range(2)]
     assert all(r.returncode == 0 for r in results), [r.output for r in results]
     pods = [r.output["interfaces"][1] for r in results]
@@ -154,7 +154,7 @@ def test_replicas_share_ip_and_mac(cni: CniRunner, netns_factory) -> None:
 
 def test_del_after_netns_is_gone(cni: CniRunner, netns_factory) -> None:
     ns = netns_factory("gone")
-    config = l3_config(cni.state_dir)
+    config = l3_config()
     container_id, add = cni.add(config, ns)
     assert add.returncode == 0, add.output
     subprocess.run(["ip", "netns", "del", ns], check=True)
@@ -177,7 +177,7 @@ def test_chained_prev_result_passes_through(cni: CniRunner, netns_factory) -> No
         "routes": [{"dst": "0.0.0.0/0", "gw": "192.0.2.1"}],
         "dns": {"nameservers": ["192.0.2.53"]},
     }
-    config = l3_config(cni.state_dir, cniVersion="1.0.0", prevResult=prev)
+    config = l3_config(cniVersion="1.0.0", prevResult=prev)
     _, add = cni.add(config, ns)
     assert add.returncode == 0, add.output
     out = add.output
@@ -192,7 +192,7 @@ def test_chained_prev_result_passes_through(cni: CniRunner, netns_factory) -> No
 def test_failing_add_leaves_nothing_behind(cni: CniRunner, netns_factory) -> None:
     """The kernel refuses the route (gateway off-link) after the veth exists: everything is undone."""
     ns = netns_factory("fail")
-    config = l3_config(cni.state_dir)
+    config = l3_config()
     config["ipam"]["routes"] = [{"dst": "10.9.0.0/16", "gw": "198.51.100.1"}]
     container_id, add = cni.add(config, ns)
     assert (add.returncode, add.code) == (1, 100), add.output
@@ -209,7 +209,7 @@ def test_failing_add_leaves_nothing_behind(cni: CniRunner, netns_factory) -> Non
 
 def test_record_files_are_json_named_by_container_and_ifname(cni: CniRunner, netns_factory) -> None:
     ns = netns_factory("rec")
-    container_id, add = cni.add(l2_config(cni.state_dir), ns)
+    container_id, add = cni.add(l2_config(), ns)
     assert add.returncode == 0, add.output
     path = cni.state_dir / f"{container_id}@eth1.json"
     raw = json.loads(path.read_text())
@@ -220,7 +220,7 @@ def test_record_files_are_json_named_by_container_and_ifname(cni: CniRunner, net
 def test_del_without_record_still_removes_the_veth(cni: CniRunner, netns_factory) -> None:
     """An ADD killed between creating the veth and writing its record must not leak the pair."""
     ns = netns_factory("norec")
-    config = l2_config(cni.state_dir)
+    config = l2_config()
     container_id, add = cni.add(config, ns)
     assert add.returncode == 0, add.output
     (cni.state_dir / f"{container_id}@eth1.json").unlink()
@@ -230,7 +230,7 @@ def test_del_without_record_still_removes_the_veth(cni: CniRunner, netns_factory
 
 def test_del_needs_no_mac_generation_string(cni: CniRunner, netns_factory) -> None:
     ns = netns_factory("delmin")
-    config = l2_config(cni.state_dir)
+    config = l2_config()
     container_id, add = cni.add(config, ns)
     assert add.returncode == 0, add.output
     minimal = {k: v for k, v in config.items() if k != "macGenerationString"}
@@ -247,7 +247,7 @@ def test_taken_host_name_gets_more_entropy(cni: CniRunner, netns_factory) -> Non
     squat = ["ip", "link", "add", squatter, "type", "veth", "peer", "name", f"{squatter}p"]
     subprocess.run(squat, check=True)
     try:
-        _, add = cni.add(l2_config(cni.state_dir), ns, container_id=container_id)
+        _, add = cni.add(l2_config(), ns, container_id=container_id)
         assert add.returncode == 0, add.output
         taken_over = add.output["interfaces"][0]["name"]
         assert taken_over.startswith(squatter) and len(taken_over) == 15
@@ -258,7 +258,7 @@ def test_taken_host_name_gets_more_entropy(cni: CniRunner, netns_factory) -> Non
 
 def test_check_names_what_differs(cni: CniRunner, netns_factory) -> None:
     ns = netns_factory("chk")
-    config = l2_config(cni.state_dir)
+    config = l2_config()
     container_id, add = cni.add(config, ns)
     assert add.returncode == 0, add.output
     check_config = {**config, "prevResult": add.output}

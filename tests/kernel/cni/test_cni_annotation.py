@@ -79,10 +79,14 @@ def test_add_and_del_annotate_the_pod(cni: CniRunner, netns_factory, api_server,
     ns = netns_factory("anno")
     port = api_server.server_address[1]
     kubeconfig = _kubeconfig(tmp_path / "kubeconfig", f"http://127.0.0.1:{port}")
-    config = l3_config(cni.state_dir, kubeconfig=str(kubeconfig))
+    # The kubeconfig is node-level: the node file names it (as a node's install writes it).
+    cni.node_config = tmp_path / "cni.conf"
+    cni.node_config.write_text(json.dumps({"kubeconfig": str(kubeconfig)}))
+    cni.kubeconfig = None
+    config = l3_config()
     container_id, eth1 = cni.add(config, ns, "eth1", cni_args=POD_ARGS)
     assert eth1.returncode == 0, (eth1.output, eth1.stderr)
-    l2 = l2_config(cni.state_dir, kubeconfig=str(kubeconfig))
+    l2 = l2_config()
     _, eth2 = cni.add(l2, ns, "eth2", cni_args=POD_ARGS, container_id=container_id)
     assert eth2.returncode == 0, (eth2.output, eth2.stderr)
 
@@ -103,6 +107,7 @@ def test_add_and_del_annotate_the_pod(cni: CniRunner, netns_factory, api_server,
 def test_unreachable_api_server_does_not_fail_add(cni: CniRunner, netns_factory, tmp_path: Path) -> None:
     ns = netns_factory("noapi")
     kubeconfig = _kubeconfig(tmp_path / "kubeconfig", "http://127.0.0.1:9")  # discard port: refused
-    _, add = cni.add(l3_config(cni.state_dir, kubeconfig=str(kubeconfig)), ns, cni_args=POD_ARGS)
+    cni.kubeconfig = str(kubeconfig)  # node-level, from the plugin's environment this time
+    _, add = cni.add(l3_config(), ns, cni_args=POD_ARGS)
     assert add.returncode == 0, add.output
     assert "cannot annotate pod sfc/gw-0" in add.stderr

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.root
 
 
 def test_eight_concurrent_adds(cni: CniRunner, netns_factory) -> None:
-    config = l3_config(cni.state_dir)
+    config = l3_config()
     namespaces = [netns_factory(f"cc{i}") for i in range(8)]
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(lambda ns: cni.add(config, ns), namespaces))

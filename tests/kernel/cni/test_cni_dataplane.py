@@ -25,7 +25,8 @@ def _states(dp: Dataplane, xc: str, side: Side) -> dict[int, ReplicaState]:
 def test_del_marks_all_the_pods_ports_leaving_before_removing_its_veth(cni: CniRunner, netns_factory) -> None:
     ns = netns_factory("del")
     pin_dir = os.path.join(DEFAULT_PIN_DIR, f"test-{uuid.uuid4().hex[:10]}")
-    config = l2_config(cni.state_dir, pinDir=pin_dir)
+    cni.pin_dir = pin_dir  # node-level
+    config = l2_config()
     container_id, eth1 = cni.add(config, ns, "eth1")
     assert eth1.returncode == 0, eth1.output
     _, eth2 = cni.add(config, ns, "eth2", container_id=container_id)
@@ -66,7 +67,8 @@ def test_del_without_a_data_plane_or_with_a_broken_one_still_succeeds(
         (f"{DEFAULT_PIN_DIR}/test-absent-{uuid.uuid4().hex[:8]}", False),
         (broken, True),
     ):
-        config = l2_config(cni.state_dir, pinDir=str(pin_dir))
+        cni.pin_dir = str(pin_dir)
+        config = l2_config()
         container_id, add = cni.add(config, ns, "eth1")
         assert add.returncode == 0, add.output
         delete = cni.run("DEL", config, container_id, ns, "eth1")

@@ -11,7 +11,7 @@ from flexsfc.cni import state
 
 
 def test_invalid_environment_is_code_4(cni: CniRunner) -> None:
-    config = l2_config(cni.state_dir)
+    config = l2_config()
     missing_command = cni.run("", config)
     assert (missing_command.returncode, missing_command.code) == (1, 4)
     assert "CNI_COMMAND" in missing_command.output["msg"]
@@ -43,12 +43,12 @@ def test_undecodable_config_is_code_6(cni: CniRunner) -> None:
         ({"mtu": 20}, "mtu"),
         ({"mtu": "1500"}, "mtu"),
         ({"ipam": {"addresses": []}}, "ipam.type"),
-        ({"stateDir": "relative/dir"}, "stateDir"),
+        ({"stateDir": "/var/lib/elsewhere"}, "stateDir"),  # node-level: refused whatever its value
         ({"cniVersion": None}, "cniVersion"),
     ],
 )
 def test_invalid_config_is_code_7(cni: CniRunner, change: dict, field: str) -> None:
-    config = {**l2_config(cni.state_dir), **change}
+    config = {**l2_config(), **change}
     config = {k: v for k, v in config.items() if v is not None}
     call = cni.run("ADD", config, "c1", "/run/netns/x", "eth1")
     assert (call.returncode, call.code) == (1, 7), call.output
@@ -56,7 +56,7 @@ def test_invalid_config_is_code_7(cni: CniRunner, change: dict, field: str) -> N
 
 
 def test_unsupported_version_is_code_1(cni: CniRunner) -> None:
-    call = cni.run("ADD", l2_config(cni.state_dir, cniVersion="9.9.9"), "c1", "/run/netns/x", "eth1")
+    call = cni.run("ADD", l2_config(cniVersion="9.9.9"), "c1", "/run/netns/x", "eth1")
     assert (call.returncode, call.code) == (1, 1)
     assert "9.9.9" in call.output["details"]
 
@@ -68,7 +68,7 @@ def test_locked_state_is_code_11(cni: CniRunner, netns_factory) -> None:
     fd = os.open(cni.state_dir / state.LOCK_NAME, os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        _, call = cni.add(l2_config(cni.state_dir, lockTimeoutSeconds=0.2), ns)
+        _, call = cni.add(l2_config(lockTimeoutSeconds=0.2), ns)
     finally:
         os.close(fd)
     assert (call.returncode, call.code) == (1, 11), call.output
@@ -77,7 +77,7 @@ def test_locked_state_is_code_11(cni: CniRunner, netns_factory) -> None:
 
 @pytest.mark.root
 def test_missing_netns_is_code_3(cni: CniRunner) -> None:
-    _, call = cni.add(l2_config(cni.state_dir), "/run/netns/fxt-does-not-exist")
+    _, call = cni.add(l2_config(), "/run/netns/fxt-does-not-exist")
     assert (call.returncode, call.code) == (1, 3)
     assert "CNI_NETNS" in call.output["msg"]
 
@@ -85,7 +85,7 @@ def test_missing_netns_is_code_3(cni: CniRunner) -> None:
 @pytest.mark.root
 def test_existing_interface_is_code_104(cni: CniRunner, netns_factory) -> None:
     ns = netns_factory("dup")
-    config = l2_config(cni.state_dir)
+    config = l2_config()
     first_id, first = cni.add(config, ns)
     assert first.returncode == 0
     _, other = cni.add(config, ns)  # another attachment asking for the same pod interface name
@@ -99,7 +99,7 @@ def test_existing_interface_is_code_104(cni: CniRunner, netns_factory) -> None:
 @pytest.mark.root
 def test_missing_ipam_plugin_is_code_101_and_leaves_nothing(cni: CniRunner, netns_factory) -> None:
     ns = netns_factory("noipam")
-    config = l3_config(cni.state_dir)
+    config = l3_config()
     config["ipam"]["type"] = "no-such-ipam"
     _, call = cni.add(config, ns)
     assert (call.returncode, call.code) == (1, 101)
@@ -111,7 +111,7 @@ def test_missing_ipam_plugin_is_code_101_and_leaves_nothing(cni: CniRunner, netn
 @pytest.mark.root
 def test_ipam_error_keeps_the_delegate_code(cni: CniRunner, netns_factory) -> None:
     ns = netns_factory("badipam")
-    config = l3_config(cni.state_dir)
+    config = l3_config()
     config["ipam"]["addresses"] = [{"address": "not-an-address"}]
     _, call = cni.add(config, ns)
     assert call.returncode == 1 and call.code not in (None, 0)
@@ -122,9 +122,9 @@ def test_ipam_error_keeps_the_delegate_code(cni: CniRunner, netns_factory) -> No
 @pytest.mark.root
 def test_check_without_attachment_is_code_102(cni: CniRunner, netns_factory) -> None:
     ns = netns_factory("nochk")
-    config = {**l2_config(cni.state_dir), "prevResult": {"cniVersion": "1.1.0"}}
+    config = {**l2_config(), "prevResult": {"cniVersion": "1.1.0"}}
     call = cni.run("CHECK", config, "c-unknown", f"/run/netns/{ns}", "eth1")
     assert (call.returncode, call.code) == (1, 102)
-    no_prev = cni.run("CHECK", l2_config(cni.state_dir), "c-unknown", f"/run/netns/{ns}", "eth1")
+    no_prev = cni.run("CHECK", l2_config(), "c-unknown", f"/run/netns/{ns}", "eth1")
     assert (no_prev.returncode, no_prev.code) == (1, 7)
     assert "prevResult" in no_prev.output["msg"]

@@ -4,12 +4,13 @@ import pytest
 from cni_harness import CniRunner, l2_config, l3_config, link_exists
 
 from flexsfc.cni import state
+from flexsfc.cni.config import ENV_STATE_DIR
 
 
 @pytest.mark.root
 def test_gc_removes_stale_attachments_and_only_those(cni: CniRunner, netns_factory) -> None:
-    net_a = l3_config(cni.state_dir, name="net-a")
-    net_b = l2_config(cni.state_dir, name="net-b")
+    net_a = l3_config(name="net-a")
+    net_b = l2_config(name="net-b")
     pods = [netns_factory(f"gc{i}") for i in range(4)]
     keep_new, _ = cni.add(net_a, pods[0])  # listed under cni.dev/valid-attachments
     keep_old, _ = cni.add(net_a, pods[1])  # listed under the draft name cni.dev/attachments
@@ -37,16 +38,16 @@ def test_gc_removes_stale_attachments_and_only_those(cni: CniRunner, netns_facto
 
 
 def test_gc_requires_the_valid_attachments_list(cni: CniRunner) -> None:
-    gc = cni.run("GC", l2_config(cni.state_dir))
+    gc = cni.run("GC", l2_config())
     assert (gc.returncode, gc.code) == (1, 7)
     assert "cni.dev/valid-attachments" in gc.output["msg"]
 
 
 def test_status_ready_and_not_ready(cni: CniRunner, tmp_path) -> None:
-    ready = cni.run("STATUS", l3_config(cni.state_dir))
+    ready = cni.run("STATUS", l3_config())
     assert (ready.returncode, ready.output) == (0, None), ready.output
 
-    no_ipam = l3_config(cni.state_dir)
+    no_ipam = l3_config()
     no_ipam["ipam"]["type"] = "no-such-ipam"
     missing = cni.run("STATUS", no_ipam)
     assert (missing.returncode, missing.code) == (1, 50)
@@ -54,7 +55,8 @@ def test_status_ready_and_not_ready(cni: CniRunner, tmp_path) -> None:
 
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    unwritable = cni.run("STATUS", l2_config(blocker / "state"))
+    node = {ENV_STATE_DIR: str(blocker / "state")}  # the node's state directory cannot be created
+    unwritable = cni.run("STATUS", l2_config(), env=node)
     assert (unwritable.returncode, unwritable.code) == (1, 50)
     assert "stateDir" in unwritable.output["msg"]
 

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 import pytest
 from dp_traffic import UDP_PORT, configure, resolve
 
-from flexsfc.dataplane import retire
 from flexsfc.dataplane.api import Neighbour, ReplicaPort, ReplicaState
 from flexsfc.dataplane.facade import Dataplane
+from flexsfc.dataplane.ports.leaving import retire_ports
 from flexsfc.model.types import Side
 from flexsfc.util.netns import in_netns
 
@@ -195,7 +195,7 @@ def test_ports_marked_leaving_by_the_cni_plugin_lose_nothing_before_the_agent_kn
     bump = wire.bumps["b2"]
 
     def kubelet_teardown() -> None:  # CNI DEL of both networks; the agent has heard nothing yet
-        assert retire.retire_ports(wire.dp.pin_dir, [bump.eth1, bump.eth2]) == sorted([bump.eth1, bump.eth2])
+        assert retire_ports(wire.dp.pin_dir, [bump.eth1, bump.eth2]) == sorted([bump.eth1, bump.eth2])
         _delete_veths(wire, bump)
 
     assert wire.exchange(kubelet_teardown) == 0

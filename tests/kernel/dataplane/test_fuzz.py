@@ -7,12 +7,14 @@ ingress port. Ports of the other cross-connection and of the ingress side never 
 """
 
 import random
+import struct
 
 import pytest
 
-from flexsfc.dataplane import frames, libbpf, progtest
+from flexsfc.dataplane import libbpf
 from flexsfc.dataplane.api import Neighbour, ReplicaPort
 from flexsfc.model.types import Side
+from flexsfc.testing import frames, progtest
 
 pytestmark = pytest.mark.root
 
@@ -35,7 +37,32 @@ def _seeds() -> list[bytes]:
         frames.ethernet(
             frames.ETH_P_IPV6, frames.ipv6("fd00::1", "fd00::2", 6, bytes(40), frag_id=7, mf=True)
         ),
+        *_icmp_error_seeds(),
     ]
+    return out
+
+
+def _icmp_error_seeds() -> list[bytes]:
+    """ICMP/ICMPv6 errors quoting the seed flows above (so that mutations hit both the followed and
+    the fallback path), and IPv6 fragments with Destination Options after the Fragment header."""
+    tcp4 = frames.ipv4("10.0.0.1", "10.0.0.2", frames.TCP, frames.l4(frames.TCP, 1, 2))
+    udp6 = frames.ipv6("fd00::1", "fd00::2", frames.UDP, frames.l4(frames.UDP, 3, 4))
+    dstopts_udp = struct.pack("!BBBB4x", frames.UDP, 0, 1, 4) + frames.l4(frames.UDP, 3, 4)
+    out = []
+    for icmp_type, code, rest, quoted in [(3, 4, 1280, tcp4), (11, 0, 0, tcp4[:28]), (12, 0, 0, tcp4)]:
+        body = struct.pack("!BBHI", icmp_type, code, 0, rest) + quoted
+        out.append(frames.ethernet(frames.ETH_P_IP, frames.ipv4("10.0.0.9", "10.0.0.1", frames.ICMP, body)))
+    for icmp_type, rest, quoted in [(2, 1280, udp6), (1, 0, udp6[:48]), (3, 0, udp6), (4, 40, udp6)]:
+        body = struct.pack("!BBHI", icmp_type, 0, 0, rest) + quoted
+        out.append(frames.ethernet(frames.ETH_P_IPV6, frames.ipv6("fd00::9", "fd00::1", frames.ICMPV6, body)))
+    quoted_ext = bytearray(udp6[:40]) + struct.pack("!BBHI", 60, 0, 1, 5) + dstopts_udp  # frag, dst opts
+    quoted_ext[6] = 44
+    body = struct.pack("!BBHI", 2, 0, 0, 1280) + bytes(quoted_ext)
+    out.append(frames.ethernet(frames.ETH_P_IPV6, frames.ipv6("fd00::9", "fd00::1", frames.ICMPV6, body)))
+    for offset, more in [(0, True), (64, True), (128, False)]:
+        frag = struct.pack("!BBHI", 60, 0, offset // 8 << 3 | int(more), 11)
+        payload = dstopts_udp if offset == 0 else bytes([60, 255]) * 16
+        out.append(frames.ethernet(frames.ETH_P_IPV6, frames.ipv6("fd00::1", "fd00::2", 44, frag + payload)))
     return out
 
 
@@ -93,6 +120,8 @@ def test_random_and_truncated_frames_never_leave_their_cross_connection(host, da
     assert ran >= 100_000, (ran, refused)
     drops = dataplane.drop_stats()
     assert drops["malformed"] > 0 and drops["not_ip"] > 0
+    events = dataplane.event_stats()
+    assert events["icmp_error_followed"] > 0 and events["frag_followed"] > 0  # both paths were fuzzed
 
 
 def _replies(dataplane) -> int:

@@ -56,8 +56,8 @@ def test_indexes_match_the_pins_after_every_kind_of_write(host, dataplane: Datap
         assert reader.neighbours("one", Side.A) == [Neighbour("10.0.0.1", "02:00:00:00:00:09")]
         assert reader.neighbours("three", Side.B) == []
         # Pool regions come back from the registry as the writer allocated them.
-        regions = {(x.pool_base, x.table_size) for x in dp._xcs.values()}
-        assert {(x.pool_base, x.table_size) for x in reader._xcs.values()} == regions
+        regions = {(x.pool_base, x.table_size) for x in map(dp.xc_layout, dp.list_xcs())}
+        assert {(x.pool_base, x.table_size) for x in map(reader.xc_layout, reader.list_xcs())} == regions
     finally:
         reader.close()
     neighbours = libbpf.map_dump_batch(dp.map_fd("neighbours"), maps.NeighKey, maps.NeighVal, 100)
@@ -72,10 +72,10 @@ def test_capacity_is_max_xc_minus_one_and_freed_ids_and_pool_come_back(dataplane
         dp.ensure_xc(f"x{i}", maglev_table_size=251)
     with pytest.raises(DataplaneError, match=f"at most {capacity} per node"):
         dp.ensure_xc("one-too-many", maglev_table_size=251)
-    middle = dp._xcs["x500"]
+    middle = dp.xc_layout("x500")
     dp.delete_xc("x500")
     again = dp.ensure_xc("again", maglev_table_size=251)
-    assert (again, dp._xcs["again"].pool_base) == (middle.id, middle.pool_base)
+    assert (again, dp.xc_layout("again").pool_base) == (middle.id, middle.pool_base)
     # The descriptor array covers the highest id: both sides of the last xc are published, empty.
     last = max(dp.list_xcs().values())
     assert last == capacity

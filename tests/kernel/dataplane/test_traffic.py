@@ -12,7 +12,6 @@ import textwrap
 from collections import Counter
 from dataclasses import dataclass
 
-import numpy as np
 import pytest
 from dp_traffic import Background, ReplicaServer, UdpFlows, configure, family_of, resolve, tcp_flows
 
@@ -240,13 +239,12 @@ def _tag(ifindex: int) -> int | None:
 
 
 def _slot(chain: Chain, ifindex: int) -> int:
-    return chain.dp._ports[ifindex].slot
+    return chain.dp.port_slot(ifindex)
 
 
-def _cached_flows(chain: Chain, xc: int) -> np.ndarray:
-    """Flow-cache entries (as words) holding a session of cross-connection `xc`."""
-    cache = chain.dp._flow_cache
-    return cache[cache[:, 0] == xc]
+def _cached_flows(chain: Chain, xc: int) -> list[maps.FlowCacheEntry]:
+    """Flow-cache entries holding a session of cross-connection `xc`."""
+    return chain.dp.cached_flows(xc)
 
 
 def test_every_filter_carries_its_port_slot_and_the_redirect_mode(chain: Chain) -> None:
@@ -299,7 +297,7 @@ def test_established_flows_are_served_from_the_flow_cache_and_forgotten_with_the
     finally:
         flows.close()
     xc = chain.dp.list_xcs()[XC]
-    entries = [maps.FlowCacheEntry.from_buffer_copy(e.tobytes()) for e in _cached_flows(chain, xc)]
+    entries = _cached_flows(chain, xc)
     assert entries
     # Each cached pair is its session's pair in the session table.
     sessions = {

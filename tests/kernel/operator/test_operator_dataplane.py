@@ -8,12 +8,9 @@ through a thin proxy that switches the calling thread into it (the real facade u
 """
 
 import json
-import os
 import socket
-import sys
 import time
 import uuid
-from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,16 +19,14 @@ from typing import Any
 import kopf
 import kubernetes
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parents[2] / "unit" / "operator"))  # the shared emulator
-from kube_emulator import EmulatorThread, kube_fixture, wait_for  # noqa: F401  (the `kube` fixture)
+from kube_emulator import EmulatorThread, wait_for
+from node_lab import InNetnsDataplane
 
 from flexsfc.dataplane.facade import Dataplane
 from flexsfc.local.cni import CniCall, cni_add, cni_del
 from flexsfc.model.constants import (
     API_GROUP,
     API_VERSION,
-    DEFAULT_PIN_DIR,
     LABEL_NF,
     PLURAL_CHAIN,
     PLURAL_CROSS_CONNECTION,
@@ -50,24 +45,6 @@ NODE = "node-a"
 CLIENT_IP, SERVER_IP = "10.77.0.1", "10.77.0.2"
 UDP_PORT = 5000
 XC_RESOURCE = f"{API_GROUP}/{API_VERSION}/{PLURAL_CROSS_CONNECTION}"
-
-
-class InNetnsDataplane:
-    """The real Dataplane, each call made from inside the node's network namespace."""
-
-    def __init__(self, inner: Dataplane, netns: str) -> None:
-        self._inner, self._netns = inner, netns
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._inner, name)
-        if not callable(attr):
-            return attr
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            with in_netns(self._netns):
-                return attr(*args, **kwargs)
-
-        return call
 
 
 def nad(name: str, address: str) -> dict[str, Any]:
@@ -203,27 +180,15 @@ def deliveries(servers: dict[str, socket.socket], timeout: float = 1.0) -> dict[
     return got
 
 
-@pytest.fixture
-def node_ns(netns_factory: Any) -> str:
-    return netns_factory("node")
-
-
-@pytest.fixture
-def dataplane(node_ns: str) -> Iterator[Dataplane]:
-    dp = Dataplane(os.path.join(DEFAULT_PIN_DIR, f"test-operator-{uuid.uuid4().hex[:8]}"))
-    try:
-        yield dp
-    finally:
-        with in_netns(node_ns):
-            dp.destroy()
-
-
 def test_chain_on_emulated_cluster_programs_drains_and_removes_the_real_data_plane(
-    kube: EmulatorThread, node_ns: str, dataplane: Dataplane, netns_factory: Any, tmp_path: Path
+    kube: EmulatorThread,
+    kube_api: kubernetes.client.ApiClient,
+    node_ns: str,
+    dataplane: Dataplane,
+    netns_factory: Any,
+    tmp_path: Path,
 ) -> None:
-    api_config = kubernetes.client.Configuration()
-    api_config.host = kube.url
-    api = kubernetes.client.ApiClient(api_config)
+    api = kube_api
     custom = kubernetes.client.CustomObjectsApi(api)
     chain_name = f"kt-{uuid.uuid4().hex[:6]}"
     nads = {
@@ -250,6 +215,7 @@ def test_chain_on_emulated_cluster_programs_drains_and_removes_the_real_data_pla
             InNetnsDataplane(dp, node_ns),
             cni_state_dir=str(tmp_path / "cni"),
             resync_seconds=1.0,
+            host_netns=node_ns,  # where the pods' host ends are (and their ownership is checked)
         )
         settings = kopf.OperatorSettings()
         agent_handlers.configure(settings, NODE)
@@ -263,6 +229,7 @@ def test_chain_on_emulated_cluster_programs_drains_and_removes_the_real_data_pla
         with running_in_thread(controller_registry, controller_settings), ExitStack() as agent_stack:
             first_agent_stack = agent_stack.enter_context(ExitStack())
             start_agent(first_agent_stack, dataplane)
+            kubernetes.client.CoreV1Api(api).create_node({"metadata": {"name": NODE}})  # the kubelet's
             client = cluster.start_pod("client", 0, nads["client"])
             servers = [cluster.start_pod("server", i, nads["server"]) for i in range(2)]
             # a pod of another node must not reach this agent's data plane
@@ -298,6 +265,18 @@ def test_chain_on_emulated_cluster_programs_drains_and_removes_the_real_data_pla
                     and node_status().get("replicasA") == 1
                 ),
                 what="programmed",
+            )
+            # the chain is Ready once this node (the only one hosting replicas) reports it programmed
+            wait_for(
+                lambda: any(
+                    c["type"] == "Ready" and c["status"] == "True" and NODE in c["message"]
+                    for c in custom.get_namespaced_custom_object(
+                        API_GROUP, API_VERSION, NAMESPACE, PLURAL_CHAIN, chain_name
+                    )
+                    .get("status", {})
+                    .get("conditions", [])
+                ),
+                what="chain Ready",
             )
             (xc_name,) = dataplane.list_xcs()
             assert {p.identity for p in dataplane.replicas(xc_name, Side.B)} == {s.uid for s in servers}
@@ -365,7 +344,8 @@ def test_chain_on_emulated_cluster_programs_drains_and_removes_the_real_data_pla
             if r.headers.get("User-Agent", "").startswith("kopf")
         ]
         assert kopf_writes == []
-        # and watched only this node's NF pods, filtered by the API server
+        # and watched only NF pods, filtered by the API server: the agent this node's, the chain
+        # controller every node's (its readiness needs to know where the replicas run)
         kopf_watches = [
             r
             for r in kube.requests_to("v1/pods", "watch")
@@ -373,8 +353,8 @@ def test_chain_on_emulated_cluster_programs_drains_and_removes_the_real_data_pla
         ]
         assert kopf_watches
         for request in kopf_watches:
-            assert request.params.get("fieldSelector") == f"spec.nodeName={NODE}"
             assert request.params.get("labelSelector") == LABEL_NF
+        assert {r.params.get("fieldSelector") for r in kopf_watches} == {f"spec.nodeName={NODE}", None}
     finally:
         cluster.cleanup()
         for dp in reopened:

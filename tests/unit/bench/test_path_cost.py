@@ -8,7 +8,8 @@ from collections import Counter
 
 import pytest
 
-from flexsfc.bench import path_cost, perfsample, tools
+from flexsfc.bench.sections import path_cost
+from flexsfc.bench.tools import loadgen, perfsample
 
 # The layout of `perf report --no-children --sort sym --stdio -F sample,sym` (perf 6.1).
 REPORT = """\
@@ -44,7 +45,7 @@ def test_the_report_gives_samples_per_function_without_clone_suffixes() -> None:
 
 def test_functions_fall_into_their_part_of_the_path() -> None:
     profile = perfsample.Profile(perfsample.parse_report(REPORT), hz=1000)
-    rate = tools.Throughput(rate=990_000.0, cpu_seconds_per_second=1.0, offered=1_000_000.0)
+    rate = loadgen.Throughput(rate=990_000.0, cpu_seconds_per_second=1.0, offered=1_000_000.0)
     record = path_cost._run_record("xc-peer", 0, rate, 1.0, profile)
     per_packet = record["ns_per_packet"]  # samples / 1000 Hz / 1e6 packets, in ns: 1 sample = 1 ns
     assert per_packet["program"] == pytest.approx(206 + 101)

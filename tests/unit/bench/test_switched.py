@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flexsfc.bench import pingpong, plots, switched, tables
-from flexsfc.bench.switched_paths import SwitchedPaths
+from flexsfc.bench.report import plots, tables
+from flexsfc.bench.sections import switched
+from flexsfc.bench.tools import pingpong
+from flexsfc.bench.topologies.switched import SwitchedPaths
 
 THROUGHPUT = switched.TARGETS["udp_pps"]
 LATENCY = switched.TARGETS["latency_us"]

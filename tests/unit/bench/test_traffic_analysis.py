@@ -8,7 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from flexsfc.bench import traffic
+from flexsfc.bench.sections import traffic
 
 ROUNDS = 10
 
@@ -68,7 +68,7 @@ def test_a_failed_round_drops_only_its_own_pair() -> None:
 
 
 def _calibrate(monkeypatch: Any, udp_pps: Any, max_senders: int, errors: list[str]) -> dict[str, Any]:
-    monkeypatch.setattr(traffic.tools, "udp_pps", udp_pps)
+    monkeypatch.setattr(traffic.loadgen, "udp_pps", udp_pps)
     monkeypatch.setattr(traffic, "_max_senders", lambda: max_senders)
     ctx = traffic.BenchContext(out_dir=Path("/nonexistent"), log=lambda line: None)
     params = traffic.TrafficParams(
@@ -83,9 +83,9 @@ def test_the_calibration_keeps_the_sender_count_that_delivers_most(monkeypatch: 
     delivered = {1: 400e3, 2: 250e3, 3: 240e3}
     calls: list[int] = []
 
-    def fake_udp_pps(topo: Any, seconds: float, senders: int) -> traffic.tools.Throughput:
+    def fake_udp_pps(topo: Any, seconds: float, senders: int) -> traffic.loadgen.Throughput:
         calls.append(senders)
-        return traffic.tools.Throughput(delivered[senders], 1.0, offered=senders * 380e3)
+        return traffic.loadgen.Throughput(delivered[senders], 1.0, offered=senders * 380e3)
 
     errors: list[str] = []
     result = _calibrate(monkeypatch, fake_udp_pps, 3, errors)
@@ -96,10 +96,10 @@ def test_the_calibration_keeps_the_sender_count_that_delivers_most(monkeypatch: 
 
 
 def test_a_failing_count_is_reported_and_never_chosen(monkeypatch: Any) -> None:
-    def fake_udp_pps(topo: Any, seconds: float, senders: int) -> traffic.tools.Throughput:
+    def fake_udp_pps(topo: Any, seconds: float, senders: int) -> traffic.loadgen.Throughput:
         if senders == 1:
-            raise traffic.tools.ToolError("iperf3 refused")
-        return traffic.tools.Throughput(300e3, 1.0, offered=300e3)
+            raise traffic.loadgen.ToolError("iperf3 refused")
+        return traffic.loadgen.Throughput(300e3, 1.0, offered=300e3)
 
     errors: list[str] = []
     result = _calibrate(monkeypatch, fake_udp_pps, 2, errors)

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from flexsfc.agent.types import NfReplica, ReplicaPhase
+from flexsfc.agent.types import NfReplica, ReplicaPhase, dataplane_name
 from flexsfc.dataplane.api import PortStats, ReplicaPort, ReplicaState
 from flexsfc.metrics.exporter import Exporter
 from flexsfc.metrics.labels import PortIndex, build_port_labels
@@ -45,12 +45,19 @@ class StaticDataplane:
     def session_count(self, xc: str | None = None) -> int:
         return self.sessions.get(xc or "", 0)
 
+    def session_counts(self) -> dict[str, int]:
+        return dict(self.sessions)
+
+    def event_stats(self) -> dict[str, int]:
+        return {}
+
 
 def side(nf: str, ifname: str) -> XcSide:
     return XcSide(nf=nf, interface=ifname, network=f"net-{nf}", mode=Mode.L2, mac="02:00:00:00:00:01")
 
 
 XC = CrossConnectionSpec("demo-client-fw", "demo", "ns1", side("client", "eth1"), side("fw", "in"))
+DP_XC = dataplane_name(XC)  # the data plane keys cross-connections by namespace/name
 
 
 def replica(name: str, nf: str, phase: ReplicaPhase, *ifaces: tuple[str, int]) -> NfReplica:
@@ -83,7 +90,7 @@ def test_port_labels_follow_the_picture() -> None:
     ports, xcs = build_port_labels([XC], [*REPLICAS[:4], NfReplica(**{**other.__dict__, "namespace": "ns2"})])
     assert sorted(ports) == [10, 20, 30]  # "out" is on no xc here, GONE and other namespace left out
     assert ports[20].pod == "fw-0" and ports[20].side == "B" and ports[20].chain == "demo"
-    assert xcs[XC.name].nf(Side.A) == "client"
+    assert xcs[DP_XC].nf(Side.A) == "client"
 
 
 def test_exposition_names_and_values() -> None:
@@ -96,14 +103,14 @@ def test_exposition_names_and_values() -> None:
             99: PortStats(99, 1, 1, 1, 1, 0),  # not (yet) in the index
         },
         sides={
-            (XC.name, Side.A): [ReplicaPort(10, "uid-client-0")],
-            (XC.name, Side.B): [
+            (DP_XC, Side.A): [ReplicaPort(10, "uid-client-0")],
+            (DP_XC, Side.B): [
                 ReplicaPort(20, "uid-fw-0"),
                 ReplicaPort(30, "uid-fw-1", ReplicaState.DRAINING),
             ],
         },
         drops={"not_ip": 3},
-        sessions={XC.name: 1},
+        sessions={DP_XC: 1},
     )
     exporter = Exporter.create(dp, index)  # type: ignore[arg-type]
     got = samples(generate_latest(exporter.registry))

@@ -10,6 +10,9 @@ On top of it this module adds what real clusters do and the operator depends on:
 - status subresource semantics: /status patches change only status, main-resource patches ignore it;
 - label selectors and field selectors on list and watch (equality based);
 - the garbage collector: deleting an object deletes its dependents (ownerReferences).
+And one thing real watches do now and then: lose an event. `EmulatorThread.lose_deletion()` makes
+every watch miss the DELETED event of one object (what a client sees when its watch broke and the
+object was deleted before it re-listed), so tests can check that clients heal by re-listing.
 The emulator runs in its own thread with its own event loop; tests talk to it over HTTP (the
 kubernetes client) as the operator does.
 """
@@ -25,6 +28,7 @@ from typing import Any
 
 import aiohttp.web
 import kmock
+import kubernetes
 import pytest
 from kmock._internal import enums, rendering
 
@@ -33,6 +37,8 @@ RESOURCES = (
     ("v1/pods", "Pod", True, True),
     ("v1/events", "Event", False, True),
     ("v1/namespaces", "Namespace", True, False),
+    ("v1/nodes", "Node", True, False),
+    ("coordination.k8s.io/v1/leases", "Lease", False, True),
     ("apps/v1/deployments", "Deployment", True, True),
     ("k8s.cni.cncf.io/v1/network-attachment-definitions", "NetworkAttachmentDefinition", False, True),
     ("flexsfc.io/v1alpha1/servicefunctionchains", "ServiceFunctionChain", True, True),
@@ -91,6 +97,8 @@ class FlexsfcKubeEmulator(kmock.KubernetesEmulator):
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         self._versions = itertools.count(1)
+        # (resource, namespace, name) whose DELETED event no watch is sent (see lose_deletion).
+        self.lost_deletions: set[tuple[Any, str | None, str]] = set()
         for key, kind, has_status, namespaced in RESOURCES:
             self.resources[key] = kmock.ResourceInfo(
                 kind=kind,
@@ -219,6 +227,10 @@ class FlexsfcKubeEmulator(kmock.KubernetesEmulator):
         async for item in super()._serve_watch(request):
             if isinstance(item, dict) and not self._selected(request, item.get("object") or {}):
                 continue
+            if isinstance(item, dict) and item.get("type") == "DELETED":
+                meta = (item.get("object") or {}).get("metadata") or {}
+                if (request.resource, meta.get("namespace"), meta.get("name")) in self.lost_deletions:
+                    continue
             yield item
 
 
@@ -264,6 +276,11 @@ class EmulatorThread:
             if res == wanted and not obj.deleted:
                 yield obj.raw
 
+    def lose_deletion(self, resource: str, namespace: str | None, name: str) -> None:
+        """Every watch misses the DELETED event of this object from now on (list still tells)."""
+        assert self.handler is not None
+        self.handler.lost_deletions.add((kmock.resource(resource), namespace, name))
+
     def requests_to(self, resource: str, action: str) -> list[Any]:
         """Requests the emulator served for one resource and action ("update", "create", ...)."""
         assert self.handler is not None
@@ -283,6 +300,18 @@ def kube_fixture() -> Iterator[EmulatorThread]:
         yield emulator
     finally:
         emulator.stop()
+
+
+@pytest.fixture(name="kube_api")
+def kube_api_fixture(kube: EmulatorThread) -> Iterator[kubernetes.client.ApiClient]:
+    """A kubernetes client of the `kube` emulator, closed at teardown."""
+    configuration = kubernetes.client.Configuration()
+    configuration.host = kube.url
+    client = kubernetes.client.ApiClient(configuration)
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:

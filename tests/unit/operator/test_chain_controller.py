@@ -7,7 +7,6 @@ validation). The controller, Kopf and the kubernetes client are the production c
 
 import copy
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,15 +65,6 @@ def status_at(api: kubernetes.client.ApiClient, name: str, generation: int) -> d
 
 def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
     return next((c for c in status.get("conditions", []) if c["type"] == kind), {})
-
-
-@pytest.fixture
-def controller(kube: EmulatorThread) -> Iterator[None]:
-    registry, _ = controller_handlers.build_registry(KubeTarget(kube.url))
-    settings = controller_handlers.kopf.OperatorSettings()
-    controller_handlers.configure(settings, peering=None, priority=0)
-    with running_in_thread(registry, settings):
-        yield
 
 
 @pytest.mark.timeout(60)

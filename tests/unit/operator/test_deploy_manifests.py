@@ -27,6 +27,7 @@ OWN_SCHEMAS = {
 THIRD_PARTY_KINDS = {
     ("k8s.cni.cncf.io", "NetworkAttachmentDefinition"),
     ("monitoring.coreos.com", "ServiceMonitor"),
+    ("monitoring.coreos.com", "PrometheusRule"),
     ("kustomize.config.k8s.io", "Kustomization"),
 }
 
@@ -96,9 +97,12 @@ def test_agent_daemonset_has_what_the_data_plane_needs() -> None:
     pod = deployset.agent_daemonset()["spec"]["template"]["spec"]
     assert pod["hostNetwork"] is True
     (agent,) = pod["containers"]
-    assert agent["securityContext"]["privileged"] is True
+    # Capabilities instead of privileged (docs/kubernetes.md, "Privileges"; tests/unit/deploy/).
+    assert agent["securityContext"]["privileged"] is False
+    assert {"NET_ADMIN", "SYS_ADMIN"} <= set(agent["securityContext"]["capabilities"]["add"])
     mounts = {m["mountPath"] for m in agent["volumeMounts"]}
-    assert {"/sys/fs/bpf", "/run/netns", "/var/lib/flexsfc"} <= mounts
+    assert {"/sys/fs/bpf", "/run/netns", "/var/lib/flexsfc", "/run/flexsfc"} <= mounts
     assert {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}} in agent["env"]
-    (installer,) = pod["initContainers"]
-    assert installer["volumeMounts"][0]["mountPath"] == "/host/opt/cni/bin"
+    installers = [c for c in pod["initContainers"] if c["name"] == "install-cni"]
+    (installer,) = installers
+    assert [m["mountPath"] for m in installer["volumeMounts"]] == [deployset.CNI_BIN_MOUNT]

@@ -42,12 +42,15 @@ def test_lifecycle_phases() -> None:
     assert pod_phase(pod(), deleted=True) is ReplicaPhase.GONE
 
 
-def test_records_from_state_directory_win_over_the_annotation() -> None:
-    annotated = [record("eth1", 7).to_json_dict(), record("eth2", 8).to_json_dict()]
+def test_only_node_local_records_are_interfaces_the_annotation_is_reported_only() -> None:
+    """The annotation is tenant-writable: an interface only it names (here the node's uplink, #2)
+    never becomes a port; it is listed as annotated only."""
+    annotated = [record("eth1", 7).to_json_dict(), record("eth2", 2).to_json_dict()]
     obj = pod(annotations={ANNOTATION_INTERFACES: json.dumps(annotated)})
     view = pod_to_replica(obj, RecordIndex([record("eth1", 42)]))
     assert view is not None
-    assert [(r.ifname, r.host_ifindex) for r in view.replica.interfaces] == [("eth1", 42), ("eth2", 8)]
+    assert [(r.ifname, r.host_ifindex) for r in view.replica.interfaces] == [("eth1", 42)]
+    assert view.annotated_only == ("eth2",)
 
 
 def test_records_matched_by_name_when_the_runtime_gave_no_uid() -> None:

@@ -1,0 +1,1 @@
+"""What a run's JSON results become for readers: Markdown tables and PNG plots."""

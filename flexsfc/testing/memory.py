@@ -1,0 +1,55 @@
+"""An in-memory data plane for tests that run the reconciler, the node agent or the local runtime
+without root: it keeps what they program and answers their reads from that; no counters, no sessions
+(a test that needs some overrides the reads)."""
+
+from flexsfc.dataplane.api import Neighbour, PortStats, ReplicaPort, SessionEntry
+from flexsfc.model.types import Side
+
+
+class MemoryDataplane:
+    """The Dataplane calls the reconciler, the agents and the runtime make, kept in memory."""
+
+    def __init__(self, pin_dir: str = "") -> None:  # the runtime opens one at a pin dir: nothing pinned
+        self.xcs: dict[str, int] = {}
+        self.sides: dict[tuple[str, Side], list[ReplicaPort]] = {}
+        self.neigh: dict[tuple[str, Side], list[Neighbour]] = {}
+        self.destroyed = False
+
+    def ensure_xc(self, name: str, *, maglev_table_size: int | None = None) -> int:
+        return self.xcs.setdefault(name, len(self.xcs) + 1)
+
+    def delete_xc(self, name: str) -> None:
+        self.xcs.pop(name, None)
+
+    def rename_xc(self, name: str, new_name: str) -> None:
+        self.xcs[new_name] = self.xcs.pop(name)
+
+    def list_xcs(self) -> dict[str, int]:
+        return dict(self.xcs)
+
+    def set_replicas(self, xc: str, side: Side, replicas: list[ReplicaPort]) -> None:
+        self.sides[(xc, side)] = list(replicas)
+
+    def replicas(self, xc: str, side: Side) -> list[ReplicaPort]:
+        return list(self.sides.get((xc, side), []))
+
+    def set_neighbours(self, xc: str, side: Side, neighbours: list[Neighbour]) -> None:
+        self.neigh[(xc, side)] = list(neighbours)
+
+    def neighbours(self, xc: str, side: Side, *, learned: bool = False) -> list[Neighbour]:
+        return [] if learned else list(self.neigh.get((xc, side), []))
+
+    def port_stats(self) -> dict[int, PortStats]:
+        return {}
+
+    def drop_stats(self) -> dict[str, int]:
+        return {}
+
+    def sessions(self, xc: str | None = None, limit: int = 10000) -> list[SessionEntry]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+    def destroy(self) -> None:
+        self.destroyed = True
