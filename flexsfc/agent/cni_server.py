@@ -13,10 +13,7 @@ queue before it listens, once more right after (a DEL queued in between), and th
 ``queue_interval`` seconds: each file is run through the handler and removed when the DEL succeeded;
 a failed one is logged and kept for the next pass; an unreadable one is logged and removed.
 
-Wire format (integers unsigned 32-bit big-endian)::
-
-    request  "FXC1" <n> n x (<len> "CNI_NAME=value") <len> <stdin>
-    reply    "FXR1" <exit status> <len> <stdout>
+The wire format is flexsfc.agent.cni_wire, the queue's replay flexsfc.agent.cni_queue.
 
 The socket is the node's root-only door into the plugin: mode 0600 (created under a temporary name
 and renamed into place, so it is never reachable with other permissions) and peers other than root
@@ -24,245 +21,64 @@ and renamed into place, so it is never reachable with other permissions) and pee
 """
 
 import contextlib
-import json
 import logging
 import os
+import select
 import socket
-import stat
 import struct
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
-log = logging.getLogger(__name__)
+from flexsfc.agent.cni_queue import QueueReport, drain_delete_queue
+from flexsfc.agent.cni_wire import (
+    IO_TIMEOUT_SECONDS,
+    MAX_ENV,
+    MAX_ENV_ENTRY,
+    MAX_REQUEST,
+    MAX_STDIN,
+    QUEUE_FILE_PREFIX,
+    REPLY_MAGIC,
+    REQUEST_MAGIC,
+    STALE_TMP_SECONDS,
+    EmptyConnection,
+    Handler,
+    ProtocolError,
+    call,
+    decode_reply,
+    decode_request,
+    encode_reply,
+    encode_request,
+    refusal,
+    socket_reader,
+)
+from flexsfc.agent.cni_wire import bytes_reader as _bytes_reader
 
-# (CNI_* variables, stdin) -> (exit status, stdout)
-Handler = Callable[[Mapping[str, str], bytes], tuple[int, bytes]]
+log = logging.getLogger("flexsfc.agent.cni_server")  # one logger for the CNI socket (`flexsfc agent -v`)
 
-REQUEST_MAGIC = b"FXC1"
-REPLY_MAGIC = b"FXR1"
-MAX_ENV = 64
-MAX_ENV_ENTRY = 64 << 10
-MAX_STDIN = 1 << 20  # the shim's own limit
-MAX_REQUEST = MAX_STDIN + (256 << 10)
-IO_TIMEOUT_SECONDS = 30.0
-QUEUE_FILE_PREFIX = "del-"
-STALE_TMP_SECONDS = 3600.0  # a shim's half-written queue file older than this is removed
-_U32 = struct.Struct(">I")
-
-
-class ProtocolError(ValueError):
-    """A request the agent refuses; answered with a CNI error of ``code`` (4: the environment)."""
-
-    def __init__(self, message: str, code: int = 5) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class EmptyConnection(ProtocolError):
-    """Closed before the first byte (a liveness probe, another agent checking the socket)."""
-
-
-# ------------------------------------------------------------------------------------- wire format
-
-
-def encode_request(environ: Mapping[str, str], stdin: bytes) -> bytes:
-    """The request the shim sends (only ``CNI_*`` variables are carried)."""
-    entries = [f"{key}={value}".encode() for key, value in environ.items() if key.startswith("CNI_")]
-    parts = [REQUEST_MAGIC, _U32.pack(len(entries))]
-    for entry in entries:
-        parts += [_U32.pack(len(entry)), entry]
-    parts += [_U32.pack(len(stdin)), stdin]
-    return b"".join(parts)
-
-
-def decode_request(read_exact: Callable[[int], bytes]) -> tuple[dict[str, str], bytes]:
-    """A request from ``read_exact(n)`` (which returns exactly n bytes or raises), every length bounded."""
-    if read_exact(4) != REQUEST_MAGIC:
-        raise ProtocolError("not a flexsfc-cni request (bad magic)")
-    count = _read_u32(read_exact)
-    if count > MAX_ENV:
-        raise ProtocolError(f"{count} environment entries (at most {MAX_ENV})", 4)
-    environ: dict[str, str] = {}
-    for _ in range(count):
-        size = _read_u32(read_exact)
-        if size > MAX_ENV_ENTRY:
-            raise ProtocolError(f"environment entry of {size} bytes (at most {MAX_ENV_ENTRY})", 4)
-        key, sep, value = read_exact(size).decode("utf-8", "surrogateescape").partition("=")
-        if not sep or not key.startswith("CNI_"):
-            raise ProtocolError(f"environment entry {key[:40]!r} is not CNI_NAME=value", 4)
-        environ[key] = value
-    size = _read_u32(read_exact)
-    if size > MAX_STDIN:
-        raise ProtocolError(f"stdin of {size} bytes (at most {MAX_STDIN})")
-    return environ, read_exact(size)
-
-
-def encode_reply(status: int, stdout: bytes) -> bytes:
-    return REPLY_MAGIC + _U32.pack(status) + _U32.pack(len(stdout)) + stdout
-
-
-def decode_reply(data: bytes) -> tuple[int, bytes]:
-    if len(data) < 12 or data[:4] != REPLY_MAGIC:
-        raise ProtocolError("not a flexsfc-cni reply")
-    status, size = _U32.unpack_from(data, 4)[0], _U32.unpack_from(data, 8)[0]
-    if len(data) != 12 + size:
-        raise ProtocolError("truncated reply")
-    return status, data[12:]
-
-
-def call(
-    socket_path: str, environ: Mapping[str, str], stdin: bytes, timeout: float = 120.0
-) -> tuple[int, bytes]:
-    """One call as the shim makes it (tests, benchmarks, a Python client)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(socket_path)
-        sock.sendall(encode_request(environ, stdin))
-        sock.shutdown(socket.SHUT_WR)
-        chunks = []
-        while chunk := sock.recv(1 << 16):
-            chunks.append(chunk)
-    return decode_reply(b"".join(chunks))
-
-
-def _refusal(exc: ProtocolError) -> bytes:
-    error = {"cniVersion": "1.1.0", "code": exc.code, "msg": "request refused by the flexsfc agent"}
-    return (json.dumps({**error, "details": str(exc)}) + "\n").encode()
-
-
-def _read_u32(read_exact: Callable[[int], bytes]) -> int:
-    value: int = _U32.unpack(read_exact(4))[0]
-    return value
-
-
-def _bytes_reader(data: bytes) -> Callable[[int], bytes]:
-    offset = 0
-
-    def read_exact(size: int) -> bytes:
-        nonlocal offset
-        if offset + size > len(data):
-            raise ProtocolError("truncated request")
-        chunk = data[offset : offset + size]
-        offset += size
-        return chunk
-
-    return read_exact
-
-
-def _socket_reader(sock: socket.socket) -> Callable[[int], bytes]:
-    budget = MAX_REQUEST
-
-    def read_exact(size: int) -> bytes:
-        nonlocal budget
-        if size > budget:
-            raise ProtocolError(f"request larger than {MAX_REQUEST} bytes")
-        budget -= size
-        buffer = bytearray(size)
-        view = memoryview(buffer)
-        got = 0
-        while got < size:
-            n = sock.recv_into(view[got:], size - got)
-            if n == 0 and budget + size == MAX_REQUEST and got == 0:
-                raise EmptyConnection("connection closed without a request")
-            if n == 0:
-                raise ProtocolError("connection closed mid-request")
-            got += n
-        return bytes(buffer)
-
-    return read_exact
-
-
-# ------------------------------------------------------------------------------------------ queue
-
-
-@dataclass
-class QueueReport:
-    applied: list[str] = field(default_factory=list)
-    kept: list[str] = field(default_factory=list)  # failed: retried on the next pass
-    dropped: list[str] = field(default_factory=list)  # unreadable or not a DEL: removed
-
-
-def drain_delete_queue(directory: str, handler: Handler) -> QueueReport:
-    """Replay every DEL the shim queued in ``directory`` (oldest first); see the module's doc."""
-    report = QueueReport()
-    try:
-        names = sorted(os.listdir(directory))
-    except FileNotFoundError:
-        return report
-    for name in names:
-        path = os.path.join(directory, name)
-        if name.startswith(".tmp-"):
-            _remove_stale_tmp(path)
-            continue
-        if not name.startswith(QUEUE_FILE_PREFIX):
-            continue
-        try:
-            environ, stdin = decode_request(_bytes_reader(_read_queue_file(path)))
-            if environ.get("CNI_COMMAND") != "DEL":
-                raise ProtocolError(f"CNI_COMMAND is {environ.get('CNI_COMMAND')!r}, only DEL is queued")
-        except (OSError, ProtocolError) as exc:
-            log.error("CNI delete queue: dropping unusable %s: %s", path, exc)
-            _unlink(path, directory)
-            report.dropped.append(name)
-            continue
-        try:
-            status, stdout = handler(environ, stdin)
-        except Exception as exc:  # the handler answers errors itself; a bug must not stop the pass
-            log.exception("CNI delete queue: %s raised", name)
-            status, stdout = 1, str(exc).encode()
-        if status == 0:
-            _unlink(path, directory)
-            report.applied.append(name)
-            log.info(
-                "CNI delete queue: applied %s (%s/%s)",
-                name,
-                environ.get("CNI_CONTAINERID"),
-                environ.get("CNI_IFNAME"),
-            )
-        else:
-            report.kept.append(name)
-            log.warning(
-                "CNI delete queue: %s failed, kept for retry: %s",
-                name,
-                stdout.decode(errors="replace").strip()[:500],
-            )
-    return report
-
-
-def _read_queue_file(path: str) -> bytes:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ProtocolError("not a regular file")
-        if info.st_size > MAX_REQUEST:
-            raise ProtocolError(f"{info.st_size} bytes (at most {MAX_REQUEST})")
-        with os.fdopen(os.dup(fd), "rb") as handle:
-            return handle.read(MAX_REQUEST + 1)
-    finally:
-        os.close(fd)
-
-
-def _remove_stale_tmp(path: str) -> None:
-    with contextlib.suppress(OSError):
-        if time.time() - os.lstat(path).st_mtime > STALE_TMP_SECONDS:
-            os.unlink(path)
-
-
-def _unlink(path: str, directory: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        return
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
+__all__ = [
+    "IO_TIMEOUT_SECONDS",
+    "MAX_ENV",
+    "MAX_ENV_ENTRY",
+    "MAX_REQUEST",
+    "MAX_STDIN",
+    "QUEUE_FILE_PREFIX",
+    "REPLY_MAGIC",
+    "REQUEST_MAGIC",
+    "STALE_TMP_SECONDS",
+    "CniServer",
+    "EmptyConnection",
+    "Handler",
+    "ProtocolError",
+    "QueueReport",
+    "_bytes_reader",
+    "call",
+    "decode_reply",
+    "decode_request",
+    "drain_delete_queue",
+    "encode_reply",
+    "encode_request",
+]
 
 # ----------------------------------------------------------------------------------------- server
 
@@ -419,16 +235,26 @@ class CniServer:
                     return
                 conn.settimeout(self.io_timeout)
                 try:
-                    environ, stdin = decode_request(_socket_reader(conn))
+                    environ, stdin = decode_request(socket_reader(conn))
                 except EmptyConnection:
                     return
                 except ProtocolError as exc:
                     log.warning("bad CNI request on %s: %s", self.socket_path, exc)
                     with contextlib.suppress(OSError):  # answered, so a DEL is not queued for nothing
-                        conn.sendall(encode_reply(1, _refusal(exc)))
+                        conn.sendall(encode_reply(1, refusal(exc)))
                     return
                 except OSError as exc:
                     log.warning("bad CNI request on %s: %s", self.socket_path, exc)
+                    return
+                if _peer_gone(conn):
+                    # The shim gave up (its reply timeout) while this call waited for a slot: running
+                    # it now would make an attachment nobody owns (the runtime may have sent DEL since).
+                    log.warning(
+                        "CNI %s %s/%s: the caller hung up before it was served; not run",
+                        environ.get("CNI_COMMAND"),
+                        environ.get("CNI_CONTAINERID"),
+                        environ.get("CNI_IFNAME"),
+                    )
                     return
                 started = time.monotonic()
                 status, stdout = self.handler(environ, stdin)
@@ -465,3 +291,11 @@ class CniServer:
                 self.drain_queue()
             except Exception:
                 log.exception("replaying the CNI delete queue failed")
+
+
+def _peer_gone(conn: socket.socket) -> bool:
+    """Whether the peer closed its end. The shim only shuts down its writing half after the request,
+    so a hang-up (both halves) means it exited: POLLHUP, which a half-close does not raise."""
+    poller = select.poll()
+    poller.register(conn, select.POLLHUP)
+    return any(events & select.POLLHUP for _, events in poller.poll(0))

@@ -7,12 +7,12 @@ import click
 # command name -> "module:attribute" of a click.Command. Each component registers its commands here.
 COMMANDS: dict[str, str] = {
     "validate": "flexsfc.cli.validate:validate",
-    "up": "flexsfc.cli.runtime:up",
-    "down": "flexsfc.cli.runtime:down",
-    "scale": "flexsfc.cli.runtime:scale",
-    "status": "flexsfc.cli.runtime:status",
-    "exec": "flexsfc.cli.runtime:exec_",
-    "logs": "flexsfc.cli.runtime:logs",
+    "up": "flexsfc.cli.runtime_up:up",
+    "down": "flexsfc.cli.runtime_up:down",
+    "scale": "flexsfc.cli.runtime_pods:scale",
+    "status": "flexsfc.cli.runtime_status:status",
+    "exec": "flexsfc.cli.runtime_pods:exec_",
+    "logs": "flexsfc.cli.runtime_pods:logs",
     "demo": "flexsfc.cli.demo:demo",
     "autoscale": "flexsfc.cli.autoscale:autoscale",
     "bench": "flexsfc.cli.bench:bench",

@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from flexsfc.cli.runtime import _fail, _need_root, bring_up, preflight
+from flexsfc.cli.runtime import _fail, _need_root
+from flexsfc.cli.runtime_up import bring_up, preflight
 from flexsfc.local.config import DEFAULT_LOCAL_PIN_DIR, RuntimeConfig
 from flexsfc.model.constants import DEFAULT_LOCAL_STATE_DIR
 

@@ -28,7 +28,7 @@ _NETWORK_NAME = _CONTAINER_ID
 DEFAULT_LOCK_TIMEOUT_SECONDS = 10.0
 # A tenant's NAD chooses how long its own call waits for the lock: finite and bounded, so a call can
 # never wait forever (NaN and Infinity are valid JSON for Python's decoder).
-MAX_LOCK_TIMEOUT_SECONDS = 300.0
+MAX_LOCK_TIMEOUT_SECONDS = 30.0
 
 # Node-level configuration. The network configuration comes from a NetworkAttachmentDefinition, which
 # any tenant allowed to create one writes; the plugin runs as root on the node. Every setting that
@@ -53,6 +53,10 @@ NODE_LEVEL_FIELDS = {
     "socket": ENV_SOCKET,
     "deleteQueue": ENV_DELETE_QUEUE,
 }
+
+
+# The static IPAM plugin's configuration keys: the only ones a network configuration may pass on.
+IPAM_KEYS = frozenset({"type", "addresses", "routes", "dns"})
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
@@ -310,6 +314,13 @@ def parse_netconf(
             or any(c in ipam_type for c in "/\0")
         ):
             raise _bad_field("ipam.type", 'must name an IPAM plugin found on CNI_PATH, e.g. "static"')
+        # The IPAM plugin runs as root in the agent's mounts: keys such as host-local's dataDir would
+        # let a NAD's author make or write paths on the node. Only the static plugin's keys pass.
+        unknown = sorted(set(ipam) - IPAM_KEYS)
+        if unknown:
+            raise _bad_field(
+                "ipam", f"has keys {unknown}; only {sorted(IPAM_KEYS)} are accepted (the static plugin's)"
+            )
     lock_timeout = document.get("lockTimeoutSeconds", DEFAULT_LOCK_TIMEOUT_SECONDS)
     if (
         isinstance(lock_timeout, bool)

@@ -9,7 +9,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flexsfc.agent.reconciler import ReconcileReport
 from flexsfc.agent.types import ReplicaPhase, dataplane_name
@@ -37,6 +37,8 @@ STATUS_SESSION_LIMIT = 200_000
 EVENTS_KEPT = 500
 STATUS_EVENTS = 30
 STATUS_REACTIONS = 50
+# Data-plane events that say something is wrong or at a limit; `flexsfc status` shows them when not 0.
+ANOMALY_EVENTS = ("session_collision", "session_table_full", "events_lost")
 
 
 def steps_ms(report: ReconcileReport | None) -> dict[str, float]:
@@ -119,12 +121,14 @@ class Observer:
         # not the sample above, which stops at STATUS_SESSION_LIMIT entries (it is the fallback for a
         # data plane without counters).
         xc_sessions: Mapping[str, int] = sampled
-        if callable(getattr(self.dataplane, "session_counts", None)):
-            try:
-                xc_sessions = self.dataplane.session_counts()
-            except Exception as exc:
-                log.warning("session count failed: %s", exc)
-        return DataplaneReading(stats, counters_time, port_sessions, xc_sessions, drops)
+        anomalies: dict[str, int] = {}
+        try:
+            xc_sessions = self.dataplane.session_counts()
+            events = self.dataplane.event_stats()
+            anomalies = {name: events[name] for name in ANOMALY_EVENTS if events.get(name)}
+        except Exception as exc:
+            log.warning("session count or event read failed: %s", exc)
+        return DataplaneReading(stats, counters_time, port_sessions, xc_sessions, drops, anomalies)
 
     def status(
         self,
@@ -152,6 +156,7 @@ class Observer:
             deployments=tuple(deployments),
             pods=tuple(pods),
             drops=reading.drops,
+            anomalies=reading.anomalies,
             reactions=reactions,
             events=events,
         )
@@ -199,6 +204,7 @@ class DataplaneReading:
     port_sessions: Mapping[int, int]
     xc_sessions: Mapping[str, int]
     drops: dict[str, int]
+    anomalies: dict[str, int] = field(default_factory=dict)
 
     def pod_status(self, pod: Pod) -> PodStatus:
         """The pod with its counters: summed over its ports, sessions at either end."""

@@ -8,93 +8,32 @@ Replica sets are keyed by namespace/name, as Deployments are: the same Deploymen
 namespaces. Pod names are unique in the whole runtime (the generated suffix is checked), so a pod
 name alone still finds one pod; netns names carry the namespace (flexsfc.local.config).
 
-`adopt` rebuilds the replica sets of a runtime whose supervisor died from its state file: running
-pods are taken over as they are (no restart, nothing in the data plane changes), pods caught halfway
-are finished: starting ones removed (the replica set replaces them), terminating ones terminated.
+The steps of one pod's lifecycle are in flexsfc.local.podlifecycle, the take-over of a dead
+supervisor's pods in flexsfc.local.adoption, one replica set in flexsfc.local.replicaset.
 """
 
-import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flexsfc.agent.loop import AgentLoop
 from flexsfc.agent.reconciler import ReconcileError, ReconcileReport
 from flexsfc.agent.types import ReplicaPhase
+from flexsfc.local.adoption import Adoption
 from flexsfc.local.config import RuntimeConfig
 from flexsfc.local.observe import Observer
-from flexsfc.local.pod import PROBE_INTERVAL_SECONDS, Attachment, Pod, PodError, cleanup_pod_state
+from flexsfc.local.pod import Attachment, Pod, cleanup_pod_state
 from flexsfc.local.podspec import PodSpec
+from flexsfc.local.replicaset import READY_TIMEOUT_SECONDS, ReplicaSet, deployment_key
 from flexsfc.local.status import ApplyResult, DeploymentStatus, PodStatus
-from flexsfc.model.records import AttachmentRecord
 from flexsfc.model.types import NetworkAttachment, NfDeployment
 
-log = logging.getLogger(__name__)
-
-READY_TIMEOUT_SECONDS = 60.0
-MONITOR_INTERVAL_SECONDS = 0.05
-MAX_BACKOFF_SECONDS = 30.0
-FAILED_PODS_KEPT = 20  # pods that failed to start, kept in the state file for `flexsfc logs`
-
-# What adoption leaves to do for a pod caught halfway: (method, pod, replica set).
-FollowUp = tuple[Callable[["Pod", "ReplicaSet"], None], "Pod", "ReplicaSet"]
+__all__ = ["READY_TIMEOUT_SECONDS", "ReplicaSet", "ReplicaSets", "deployment_key"]
 
 
-def deployment_key(namespace: str, name: str) -> str:
-    return f"{namespace}/{name}"
-
-
-@dataclass
-class ReplicaSet:
-    deployment: NfDeployment
-    pod_spec: PodSpec
-    desired: int
-    pods: dict[str, Pod] = field(default_factory=dict)  # uid -> pod
-    last_error: str = ""
-    failures: int = 0
-    retry_at: float = 0.0
-
-    @property
-    def name(self) -> str:
-        return self.deployment.name
-
-    @property
-    def namespace(self) -> str:
-        return self.deployment.namespace
-
-    @property
-    def key(self) -> str:
-        return deployment_key(self.namespace, self.name)
-
-    def live(self) -> list[Pod]:
-        return [p for p in self.pods.values() if p.phase in (ReplicaPhase.PENDING, ReplicaPhase.RUNNING)]
-
-    def count(self, phase: ReplicaPhase) -> int:
-        return sum(1 for p in self.pods.values() if p.phase is phase)
-
-    def status(self) -> DeploymentStatus:
-        return DeploymentStatus(
-            name=self.name,
-            namespace=self.namespace,
-            nf=self.deployment.nf,
-            desired=self.desired,
-            running=self.count(ReplicaPhase.RUNNING),
-            pending=self.count(ReplicaPhase.PENDING),
-            terminating=self.count(ReplicaPhase.TERMINATING),
-            last_error=self.last_error,
-        )
-
-
-def _load_record(config: dict[str, Any], container_id: str, ifname: str) -> AttachmentRecord | None:
-    from flexsfc.cni.state import record_for
-
-    return record_for(container_id, ifname, state_dir=config["stateDir"])
-
-
-class ReplicaSets:
+class ReplicaSets(Adoption):
     """Every Deployment's replica set and the threads that run its pods' lifecycles."""
 
     def __init__(
@@ -288,195 +227,3 @@ class ReplicaSets:
             alive[0].join(timeout=max(0.0, deadline - time.monotonic()))
 
     # -- one pod's lifecycle (each in its own thread) --------------------------------------------
-
-    def _start_pod(self, pod: Pod, rs: ReplicaSet) -> None:
-        try:
-            pod.create_sandbox()
-            self.persist()
-            pod.add_networks(_load_record, self.node_file)
-            pod.times.networked = time.time()
-            self.persist()
-            self.agent.upsert_replica(pod.replica())
-            pod.start_containers()
-            pod.times.started = time.time()
-            self.persist()
-            deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-            while not pod.is_ready():
-                exited = pod.exited_container()
-                if exited:
-                    raise PodError(
-                        f"pod {pod.name}: {exited} before it became ready; see flexsfc logs {pod.name}"
-                    )
-                if time.monotonic() > deadline:
-                    raise PodError(
-                        f"pod {pod.name}: readiness probe still failing after {READY_TIMEOUT_SECONDS:.0f}s"
-                    )
-                if self._shutting_down:
-                    self._remove_pod(pod, rs, graceful=False)
-                    return
-                time.sleep(PROBE_INTERVAL_SECONDS)
-            with self.lock:
-                if pod.phase is not ReplicaPhase.PENDING:
-                    return
-                pod.phase = ReplicaPhase.RUNNING
-                pod.times.running = time.time()
-                rs.failures, rs.last_error = 0, ""
-            self.agent.upsert_replica(pod.replica())
-            report = self.sync(f"{pod.name} running")
-            self.observer.event(f"{pod.name} running", report)
-            self.persist()
-            if self.observer.watch_first_packet(pod, report):
-                self.persist()
-        except Exception as exc:
-            message = str(exc) if isinstance(exc, PodError) else f"pod {pod.name}: {exc}"
-            log.error("%s", message)
-            with self.lock:
-                rs.last_error = message
-                rs.failures += 1
-                rs.retry_at = time.monotonic() + min(MAX_BACKOFF_SECONDS, 2.0**rs.failures)
-                # The error names the pod's log: keep the pod in the state file for `flexsfc logs`,
-                # written before anyone can read the error (`ready` takes this lock too).
-                self.failed = [*self.failed, pod.status()][-FAILED_PODS_KEPT:]
-                self.persist()
-            self.observer.event(message, error=True)
-            self._remove_pod(pod, rs, graceful=False)
-
-    def _terminate_pod(self, pod: Pod, rs: ReplicaSet) -> None:
-        """Graceful deletion: drain -> preStop -> SIGTERM -> grace -> SIGKILL -> gone -> CNI DEL."""
-        deadline = time.monotonic() + pod.spec.grace_seconds
-        self.agent.upsert_replica(pod.replica())
-        report = self.sync(f"{pod.name} terminating")
-        pod.times.drained = time.time()
-        self.observer.reaction(
-            pod, "terminating->out of table", pod.times.terminating, pod.times.drained, report
-        )
-        self.observer.event(f"{pod.name} terminating (drained)", report)
-        self.persist()
-        pod.run_pre_stop(deadline)
-        self._remove_pod(pod, rs, graceful=True, deadline=deadline)
-
-    def _remove_pod(self, pod: Pod, rs: ReplicaSet, *, graceful: bool, deadline: float | None = None) -> None:
-        """Stop the containers, ports leaving (sources only), CNI DEL, sandbox removed, ports out.
-
-        Whatever fails, the pod leaves its replica set; what could not be removed is kept as an
-        orphan in the state file, so `down` tries again (also from another process).
-        """
-        errors: list[str] = []
-        report = None
-        try:
-            pod.stop_containers(deadline if deadline is not None else time.monotonic())
-            with self.lock:
-                pod.phase = ReplicaPhase.GONE
-                pod.times.gone = time.time()
-            # Leaving on every side at once first: what is still inside the pod gets out while no
-            # new packet goes in. Then the veths and the namespace go, then the ports.
-            self.agent.upsert_replica(pod.replica())
-            report = self.sync(f"{pod.name} gone")
-            errors = pod.delete_networks(self.node_file)
-            pod.delete_sandbox()
-        except Exception as exc:
-            errors.append(f"pod {pod.name}: removal failed: {exc}")
-        # Whatever failed above, the replica leaves the agent's picture and its ports the data plane.
-        self.agent.remove_replica(pod.uid)
-        try:
-            self.sync(f"{pod.name} removed")
-        except Exception as exc:
-            errors.append(f"pod {pod.name}: removing its ports failed: {exc}")
-        for error in errors:
-            self.observer.event(error, error=True)
-        self.observer.event(f"{pod.name} removed ({'graceful' if graceful else 'no drain'})", report)
-        with self.lock:
-            rs.pods.pop(pod.uid, None)
-            if errors:
-                self.orphans.append(pod.status())
-        self.persist()
-
-    def _resume_termination(self, pod: Pod, rs: ReplicaSet) -> None:
-        """A pod the previous supervisor was terminating: drained if it was not yet, then removed.
-
-        The grace period still counts from when termination began. The preStop hook runs again:
-        the supervisor that ran it is gone with no record of how far it got, and Kubernetes, too,
-        delivers hooks at least once.
-        """
-        deadline = time.monotonic() + max(0.0, pod.times.terminating + pod.spec.grace_seconds - time.time())
-        if not pod.times.drained:
-            report = self.sync(f"{pod.name} terminating")
-            pod.times.drained = time.time()
-            self.observer.event(f"{pod.name} terminating (drained)", report)
-            self.persist()
-        pod.run_pre_stop(deadline)
-        self._remove_pod(pod, rs, graceful=True, deadline=deadline)
-
-    # -- adoption ------------------------------------------------------------------------------
-
-    def adopt(
-        self,
-        deployments: list[NfDeployment],
-        specs: Mapping[str, PodSpec],
-        networks: dict[tuple[str, str], NetworkAttachment],
-        desired: Mapping[str, int],
-        pods: Iterable[PodStatus],
-    ) -> list[FollowUp]:
-        """Rebuild the replica sets and take over `pods` (the state file's); tell the agent about them.
-
-        Returns what is left to do for pods caught halfway, for `start_follow_ups` once the data
-        plane has been reconciled with the adopted picture.
-        """
-        follow_ups: list[FollowUp] = []
-        with self.lock:
-            self.networks = networks
-            self.wanted = {deployment_key(d.namespace, d.name) for d in deployments}
-            for dep in deployments:
-                key = deployment_key(dep.namespace, dep.name)
-                self.sets[key] = ReplicaSet(dep, specs[key], desired.get(key, dep.replicas))
-            for status in pods:
-                key = deployment_key(status.namespace, status.deployment)
-                rs = self.sets.get(key)
-                if rs is None:
-                    # Its Deployment was being removed: no pod template left, so no hook and no
-                    # grace period either (docs/local-runtime.md, "Crash recovery").
-                    dep = NfDeployment(status.deployment, status.namespace, status.nf, 0, ())
-                    rs = self.sets[key] = ReplicaSet(dep, PodSpec(containers=(), grace_seconds=0.0), 0)
-                pod = Pod.adopt(status, rs.pod_spec)
-                rs.pods[pod.uid] = pod
-                self.agent.upsert_replica(pod.replica())
-                if pod.phase is ReplicaPhase.TERMINATING:
-                    follow_ups.append((self._resume_termination, pod, rs))
-                elif pod.phase is not ReplicaPhase.RUNNING:
-                    # Starting (how far is unknown) or already being removed: remove without drain;
-                    # its replica set starts a replacement.
-                    follow_ups.append((self._remove_without_drain, pod, rs))
-                # A running pod whose container died meanwhile is the monitor's: failed, replaced.
-        return follow_ups
-
-    def start_follow_ups(self, follow_ups: list[FollowUp]) -> None:
-        for method, pod, rs in follow_ups:
-            self._spawn(method, pod, rs)
-
-    def _remove_without_drain(self, pod: Pod, rs: ReplicaSet) -> None:
-        self._remove_pod(pod, rs, graceful=False)
-        self.reconcile()
-
-    def _fail_pod(self, pod: Pod, rs: ReplicaSet, reason: str) -> None:
-        self.observer.event(f"{pod.name} failed: {reason}; removing without drain", error=False)
-        self._remove_pod(pod, rs, graceful=False)
-        self.reconcile()
-
-    def _monitor_loop(self) -> None:
-        """A container that exits fails its running pod: removed without drain, then replaced."""
-        while not self._stopping.wait(MONITOR_INTERVAL_SECONDS):
-            try:
-                with self.lock:
-                    failed = []
-                    for rs in self.sets.values():
-                        for pod in rs.pods.values():
-                            if pod.phase is ReplicaPhase.RUNNING:
-                                exited = pod.exited_container()
-                                if exited:
-                                    pod.phase = ReplicaPhase.GONE
-                                    failed.append((pod, rs, exited))
-                for pod, rs, reason in failed:
-                    self._spawn(self._fail_pod, pod, rs, reason)
-                self.reconcile()
-            except Exception:
-                log.exception("monitor pass failed")

@@ -298,6 +298,8 @@ class RuntimeStatus:
     events: tuple[RuntimeEvent, ...] = ()
     stale: bool = False
     cni: CniStatus | None = None
+    # Collisions, a full session table, events lost: the data plane's counters of what went wrong.
+    anomalies: dict[str, int] = field(default_factory=dict)
 
     def pod(self, name: str) -> PodStatus:
         return next(p for p in self.pods if p.name == name)
@@ -327,6 +329,7 @@ class RuntimeStatus:
             "reactions": [r.to_json() for r in self.reactions],
             "events": [e.to_json() for e in self.events],
             **({"cni": self.cni.to_json()} if self.cni is not None else {}),
+            **({"anomalies": dict(self.anomalies)} if self.anomalies else {}),
         }
 
     @classmethod
@@ -346,6 +349,7 @@ class RuntimeStatus:
             events=tuple(RuntimeEvent.from_json(e) for e in raw.get("events", [])),
             stale=bool(raw.get("stale", False)),
             cni=CniStatus.from_json(raw["cni"]) if raw.get("cni") else None,
+            anomalies=dict(raw.get("anomalies", {})),
         )
 
 

@@ -1,5 +1,7 @@
 """What `flexsfc status --kube` shows, read from the cluster: chains, NFs, replicas per node, each
 node agent's health and data plane, drops and problems, as typed records (rendering is the CLI's).
+This module gathers; the records are flexsfc.operator.cluster_records, the problem detection
+flexsfc.operator.cluster_problems.
 
 Sources, all read-only:
 - ServiceFunctionChains (conditions from the chain controller) and CrossConnections (each node
@@ -13,7 +15,6 @@ A source the caller may not read (RBAC) is reported as a problem; the rest is st
 
 import datetime
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import kubernetes
@@ -27,151 +28,17 @@ from flexsfc.model.constants import (
     PLURAL_CHAIN,
     PLURAL_CROSS_CONNECTION,
 )
-from flexsfc.operator.heartbeat import (
-    AGENT_COMPONENT,
-    LABEL_COMPONENT,
-    AgentHeartbeat,
-    heartbeat_from_lease,
-    lease_name,
-)
+from flexsfc.operator.cluster_problems import find_problems
+from flexsfc.operator.cluster_records import AgentRecord as AgentRecord
+from flexsfc.operator.cluster_records import ChainRecord as ChainRecord
+from flexsfc.operator.cluster_records import ClusterStatus as ClusterStatus
+from flexsfc.operator.cluster_records import LinkNode as LinkNode
+from flexsfc.operator.cluster_records import LinkRecord as LinkRecord
+from flexsfc.operator.cluster_records import NfRecord as NfRecord
+from flexsfc.operator.cluster_records import NodeRecord as NodeRecord
+from flexsfc.operator.cluster_records import Problem as Problem
+from flexsfc.operator.heartbeat import AGENT_COMPONENT, LABEL_COMPONENT, AgentHeartbeat, heartbeat_from_lease
 from flexsfc.operator.readiness import NodeReplicas, node_entries, placement
-
-
-@dataclass(frozen=True)
-class ChainRecord:
-    namespace: str
-    name: str
-    nfs: list[str]
-    links: int
-    ready: str  # "True", "False", "Unknown" (no status yet)
-    reason: str
-    message: str
-
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-
-@dataclass(frozen=True)
-class NfRecord:
-    namespace: str
-    nf: str
-    chains: list[str]
-    deployment: str | None
-    desired: int | None
-    ready: int | None  # the Deployment's readyReplicas
-    nodes: dict[str, dict[str, int]]  # node -> {"running", "pending", "terminating"}
-
-
-@dataclass(frozen=True)
-class LinkNode:
-    ready: bool
-    replicas_a: int
-    replicas_b: int
-    draining_a: int
-    draining_b: int
-    current: bool  # observed the object's generation
-    message: str
-
-
-@dataclass(frozen=True)
-class LinkRecord:
-    namespace: str
-    name: str
-    chain: str
-    side_a: str
-    side_b: str
-    nodes: dict[str, LinkNode]
-
-
-@dataclass(frozen=True)
-class AgentRecord:
-    state: str  # "ok", "expired", "missing" (no Lease), "unknown" (Leases unreadable)
-    renewed: str | None = None
-    age_seconds: float | None = None
-    version: str | None = None
-    links_reported: int | None = None
-    links_ready: int | None = None
-    replicas_active: int | None = None
-    replicas_draining: int | None = None
-    last_reconcile_ok: bool | None = None
-    last_reconcile_time: str | None = None
-    errors: list[str] = field(default_factory=list)
-    drops: dict[str, int] = field(default_factory=dict)
-    refused: list[dict[str, str]] = field(default_factory=list)
-    refused_total: int = 0
-
-    @property
-    def healthy(self) -> bool:
-        return self.state == "ok"
-
-
-@dataclass(frozen=True)
-class NodeRecord:
-    name: str
-    exists: bool
-    node_ready: str | None  # the Node's Ready condition ("True", "False", "Unknown"), None when unknown
-    nf_pods: int
-    agent: AgentRecord
-
-
-@dataclass(frozen=True)
-class Problem:
-    severity: str  # "error" or "warning"
-    subject: str  # "chain ns/name", "node X", "pod ns/name", "link ns/name", "access"
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.subject}: {self.message}"
-
-
-@dataclass
-class ClusterStatus:
-    context: str | None
-    namespace: str | None  # None: all namespaces
-    agent_namespace: str
-    chains: list[ChainRecord] = field(default_factory=list)
-    nfs: list[NfRecord] = field(default_factory=list)
-    links: list[LinkRecord] = field(default_factory=list)
-    nodes: list[NodeRecord] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
-
-    @property
-    def drops(self) -> dict[str, int]:
-        """Drop counters by reason, summed over the nodes whose agents report them."""
-        total: dict[str, int] = {}
-        for node in self.nodes:
-            for reason, count in node.agent.drops.items():
-                total[reason] = total.get(reason, 0) + count
-        return dict(sorted(total.items()))
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "context": self.context,
-            "namespace": self.namespace,
-            "agentNamespace": self.agent_namespace,
-            "chains": [asdict(c) for c in self.chains],
-            "networkFunctions": [asdict(n) for n in self.nfs],
-            "crossConnections": [
-                {
-                    "namespace": link.namespace,
-                    "name": link.name,
-                    "chain": link.chain,
-                    "sideA": link.side_a,
-                    "sideB": link.side_b,
-                    "nodes": {node: asdict(entry) for node, entry in link.nodes.items()},
-                }
-                for link in self.links
-            ],
-            "nodes": [
-                asdict(n) | {"agent": asdict(n.agent) | {"healthy": n.agent.healthy}} for n in self.nodes
-            ],
-            "drops": self.drops,
-            "problems": [asdict(p) for p in self.problems],
-        }
-
-
-# -- gathering -------------------------------------------------------------------------------------
 
 
 class _Reader:
@@ -262,7 +129,7 @@ def gather(
     _links(status, xcs)
     heartbeats = {hb.node: hb for lease in leases if (hb := heartbeat_from_lease(lease)) is not None}
     _nodes(status, nodes, nodes_known, heartbeats, leases_known, where, now)
-    _problems(status, pods)
+    find_problems(status, pods)
     return status
 
 
@@ -410,59 +277,3 @@ def _nodes(
                 agent=_agent(heartbeats.get(name), leases_known, now),
             )
         )
-
-
-def _problems(status: ClusterStatus, pods: Iterable[dict[str, Any]]) -> None:
-    problems = status.problems
-    for chain in status.chains:
-        if chain.ready != "True":
-            problems.append(
-                Problem("error", f"chain {chain.key}", f"not Ready ({chain.reason}): {chain.message}")
-            )
-    for node in status.nodes:
-        agent = node.agent
-        subject = f"node {node.name}"
-        if not node.exists and node.nf_pods:
-            problems.append(Problem("warning", subject, f"gone, {node.nf_pods} NF pod(s) still bound to it"))
-        elif node.node_ready not in (None, "True") and node.nf_pods:
-            problems.append(Problem("warning", subject, f"Node not Ready ({node.node_ready})"))
-        if node.nf_pods and agent.state in ("missing", "expired"):
-            since = f", last heartbeat {agent.age_seconds:.0f}s ago" if agent.age_seconds is not None else ""
-            problems.append(
-                Problem(
-                    "error", subject, f"hosts {node.nf_pods} NF pod(s) but its agent has no heartbeat{since}"
-                )
-            )
-        elif agent.state == "expired" and not node.exists:
-            lease = f"kubectl -n {status.agent_namespace} delete lease {lease_name(node.name)}"
-            problems.append(Problem("warning", subject, f"Node gone, its agent's Lease left over ({lease})"))
-        elif agent.state == "expired":
-            problems.append(
-                Problem("warning", subject, f"agent heartbeat expired {agent.age_seconds:.0f}s ago")
-            )
-        if agent.last_reconcile_ok is False:
-            problems.append(
-                Problem("error", subject, "last reconcile failed: " + "; ".join(agent.errors[:3]))
-            )
-        for refused in agent.refused:
-            problems.append(
-                Problem(
-                    "error",
-                    f"pod {refused.get('pod')}",
-                    f"interface {refused.get('interface')} refused on {node.name}: {refused.get('reason')}",
-                )
-            )
-        if agent.refused_total > len(agent.refused):
-            more = agent.refused_total - len(agent.refused)
-            problems.append(Problem("error", subject, f"{more} more refused interface(s)"))
-    for link in status.links:
-        for node_name, entry in link.nodes.items():
-            if not entry.ready:
-                problems.append(
-                    Problem("error", f"link {link.namespace}/{link.name}", f"on {node_name}: {entry.message}")
-                )
-    for pod in pods:
-        meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
-        if not spec.get("nodeName") and (pod.get("status") or {}).get("phase") == "Pending":
-            key = f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
-            problems.append(Problem("warning", f"pod {key}", "not scheduled"))

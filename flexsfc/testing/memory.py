@@ -48,6 +48,15 @@ class MemoryDataplane:
     def sessions(self, xc: str | None = None, limit: int = 10000) -> list[SessionEntry]:
         return []
 
+    def session_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for entry in self.sessions():
+            counts[entry.xc] = counts.get(entry.xc, 0) + 1
+        return counts
+
+    def event_stats(self) -> dict[str, int]:
+        return {}
+
     def close(self) -> None:
         pass
 

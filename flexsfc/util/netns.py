@@ -28,8 +28,12 @@ def _setns(fd: int) -> None:
 @contextmanager
 def in_netns(name_or_path: str) -> Iterator[None]:
     """Switch this thread into a network namespace for the duration of the block."""
-    original = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    target = os.open(netns_path(name_or_path), os.O_RDONLY)
+    target = os.open(netns_path(name_or_path), os.O_RDONLY)  # first: a missing netns leaks nothing
+    try:
+        original = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    except BaseException:
+        os.close(target)
+        raise
     try:
         _setns(target)
         try:

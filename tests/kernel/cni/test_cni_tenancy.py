@@ -111,6 +111,8 @@ def test_node_file_sets_the_state_dir_and_the_environment_overrides_it(
         ({}, {"ipam": {"type": "../../bin/sh"}}, 7, "ipam.type"),
         ({}, {"ipam": {"type": ".."}}, 7, "ipam.type"),
         ({}, {"ipam": {"type": "static\u0000"}}, 7, "ipam.type"),
+        ({}, {"ipam": {"type": "host-local", "dataDir": "/var/lib/flexsfc/cni-del-queue"}}, 7, "ipam"),
+        ({}, {"ipam": {"type": "static", "addresses": [], "daemonSocketPath": "/run/x"}}, 7, "ipam"),
         ({}, {"lockTimeoutSeconds": float("inf")}, 7, "lockTimeoutSeconds"),
     ],
 )

@@ -92,6 +92,16 @@ def test_queue_replays_dels_oldest_first_keeps_failures_drops_garbage(tmp_path: 
     assert drain_delete_queue(str(tmp_path / "absent"), handler).applied == []
 
 
+def test_a_directory_in_the_queue_never_stops_the_pass(tmp_path: Path) -> None:
+    """A NAD's IPAM plugin (e.g. host-local's dataDir) could once make directories anywhere the agent
+    writes: one named like a queue entry is skipped, and the DELs after it still run."""
+    (tmp_path / "del-0").mkdir()
+    _queue(tmp_path, "del-1-1", {"CNI_COMMAND": "DEL", "CNI_CONTAINERID": "after"})
+    report = drain_delete_queue(str(tmp_path), lambda environ, stdin: (0, b""))
+    assert report.applied == ["del-1-1"] and report.dropped == ["del-0"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["del-0"]
+
+
 @pytest.fixture
 def short_dir() -> Iterator[Path]:
     directory = Path(tempfile.mkdtemp(prefix="fxu"))  # a unix socket path has at most 107 bytes
@@ -174,6 +184,39 @@ def test_stop_lets_a_running_call_finish(short_dir: Path) -> None:
     server.stop()
     caller.join(5)
     assert replies == [(0, b"done")] and not os.path.exists(path)
+
+
+def test_a_call_whose_shim_hung_up_while_waiting_is_not_run(short_dir: Path) -> None:
+    """With every call slot busy, a request waits in the backlog; a shim that gave up meanwhile (it
+    closed its socket) must not get its ADD made behind its back."""
+    import socket
+    import threading
+
+    path = str(short_dir / "cni.sock")
+    release, busy = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def handler(environ: Mapping[str, str], stdin: bytes) -> tuple[int, bytes]:
+        ran.append(environ["CNI_CONTAINERID"])
+        if environ["CNI_CONTAINERID"] == "first":
+            busy.set()
+            release.wait(5)
+        return 0, b""
+
+    with CniServer(path, handler, max_connections=1):
+        first = threading.Thread(
+            target=lambda: call(path, {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "first"}, b"")
+        )
+        first.start()
+        assert busy.wait(5)
+        with socket.socket(socket.AF_UNIX) as sock:  # the impatient shim: sends, then exits
+            sock.connect(path)
+            sock.sendall(encode_request({"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "gave-up"}, b"{}"))
+            sock.shutdown(socket.SHUT_WR)
+        release.set()
+        first.join(5)
+        call(path, {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "later"}, b"")
+    assert ran == ["first", "later"]
 
 
 def test_a_refused_request_is_answered_with_a_cni_error(short_dir: Path) -> None:

@@ -223,6 +223,15 @@ def test_status_document_keeps_its_keys_order_and_values(runtime: Runtime) -> No
     assert status.deployment("firewall").running == 1
 
 
+def test_status_shows_the_data_planes_anomalies(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert runtime.status().anomalies == {} and "anomalies" not in runtime.status().to_json()
+    events = {"session_created": 9, "session_collision": 4, "session_table_full": 0, "events_lost": 2}
+    monkeypatch.setattr(FixedCountersDataplane, "event_stats", lambda self: events)
+    status = runtime.status()
+    assert status.anomalies == {"session_collision": 4, "events_lost": 2}
+    assert RuntimeStatus.from_json(_roundtrip(status.to_json())).anomalies == status.anomalies  # type: ignore[arg-type]
+
+
 def test_sessions_name_the_pods_on_both_ends(runtime: Runtime) -> None:
     sessions = runtime.sessions(XC)
     assert [s.to_json() for s in sessions] == [

@@ -278,7 +278,8 @@ static __noinline void events_dropped(struct __sk_buff *skb)
 		events_count(EV_EVENTS_LOST);
 		return;
 	}
-	__builtin_memset(rec, 0, sizeof(rec->ev));
+	/* All of it: ring memory holds earlier records, and a short or failed snap must not carry their bytes. */
+	__builtin_memset(rec, 0, sizeof(*rec));
 	rec->ev.time_ns = bpf_ktime_get_ns();
 	rec->ev.kind = FLOW_EV_DROP;
 	rec->ev.reason = reason - 1;
