@@ -109,6 +109,14 @@ class LockedDataplane:
         with self._walk:
             return cast(Any, self._inner).sweep_sessions_by_id(by_id, SessionTimeouts())
 
+    def session_capacities(self) -> dict[str, int]:
+        with self._lock:
+            return self._inner.session_capacities()
+
+    def sessions_expired(self) -> int:
+        with self._lock:  # one read of the reclaim counters: no walk to keep outside the lock
+            return self._inner.sessions_expired()
+
     def sessions(self, xc: str | None = None, limit: int = 10000) -> list[SessionEntry]:
         with self._lock:
             return self._inner.sessions(xc, limit)

@@ -71,6 +71,9 @@ class Environment:
     ifname: str = ""
     cni_path: tuple[str, ...] = ()
     args: Mapping[str, str] = field(default_factory=dict)
+    # Every CNI_* variable of the call, as given: what the IPAM delegate is run with (flexsfc.cni.ipam).
+    # Explicit, never the process's environment: the node agent serves many calls at once.
+    variables: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def pod_namespace(self) -> str:
@@ -117,6 +120,7 @@ def read_environment(command: str, environ: Mapping[str, str]) -> Environment:
         ifname=ifname,
         cni_path=cni_path,
         args=_parse_cni_args(environ.get("CNI_ARGS", "")),
+        variables={key: value for key, value in environ.items() if key.startswith("CNI_")},
     )
 
 

@@ -1,7 +1,10 @@
 """Delegation to the IPAM plugin named by ``ipam.type`` (for flexsfc: Debian's ``static``).
 
 The plugin is run exactly as a runtime runs us: same CNI_* environment, the whole network
-configuration on stdin. It is looked up on the call's ``CNI_PATH``, unless the process that serves
+configuration on stdin. The CNI_* variables are the call's own (:attr:`Environment.variables`, passed
+down explicitly), never the process's: the node agent serves many calls at once in one process, so
+its environment holds no call's variables; the rest of the delegate's environment (``PATH``, ...) is
+the serving process's. It is looked up on the call's ``CNI_PATH``, unless the process that serves
 the call names its own plugin directories in ``FLEXSFC_IPAM_PATH``: the node agent does (its image's
 ``/usr/lib/cni``, Debian's containernetworking-plugins), so a served call never runs a plugin from the
 node's CNI directory and the install writes nothing there but ``flexsfc-cni`` (docs/kubernetes.md).
@@ -68,9 +71,7 @@ def run(
     plugin_type = netconf.ipam["type"]
     search = plugin_path(env.cni_path)
     binary = find_plugin(plugin_type, search)
-    environ = dict(os.environ)
-    environ.update({"CNI_COMMAND": command, "CNI_PATH": os.pathsep.join(search)})
-    environ.update(overrides or {})
+    environ = delegate_environment(env, command, search, overrides)
     document = dict(netconf.raw)
     try:
         return _run_once(binary, plugin_type, command, document, environ)
@@ -82,6 +83,21 @@ def run(
             # CHECK: the delegate parses prevResult at the version it was given.
             document["prevResult"] = dict(document["prevResult"], cniVersion=document["cniVersion"])
         return _run_once(binary, plugin_type, command, document, environ)
+
+
+def delegate_environment(
+    env: Environment,
+    command: str,
+    search: tuple[str, ...],
+    overrides: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The IPAM delegate's environment: the serving process's own variables except CNI_*, then the
+    call's CNI_* (``env.variables``), its ``CNI_COMMAND`` and ``CNI_PATH``, then ``overrides``."""
+    environ = {key: value for key, value in os.environ.copy().items() if not key.startswith("CNI_")}
+    environ.update(env.variables)
+    environ.update({"CNI_COMMAND": command, "CNI_PATH": os.pathsep.join(search)})
+    environ.update(overrides or {})
+    return environ
 
 
 def _run_once(

@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,9 +39,18 @@ OWNER_ALIAS_PREFIX = "flexsfc-cni:"
 _MAX_ALIAS_BYTES = 255  # IFALIASZ (256) with the terminating NUL
 
 
-# State directories whose lock this process holds (normalised paths): a bad record found under the
-# lock can be removed at once; a lock-free reader (the agent) takes the lock briefly to remove one.
-_held: set[str] = set()
+# State directories whose lock the calling thread holds (normalised paths): a bad record found under
+# the lock can be removed at once; a lock-free reader (the agent) takes the lock briefly to remove one.
+# Per thread: the agent serves CNI calls in-process, one thread each, next to its lock-free readers,
+# and flock(2) only excludes other open file descriptions, not other threads of the holder.
+_local = threading.local()
+
+
+def _held() -> set[str]:
+    held: set[str] | None = getattr(_local, "held", None)
+    if held is None:
+        held = _local.held = set()
+    return held
 
 
 @dataclass(frozen=True)
@@ -199,7 +209,7 @@ def _discard(path: str, identity: tuple[int, int] | None) -> bool:
     """Remove a bad record, under the state lock and only if it is still the file that was read: a
     writer may have renamed a good record over it in the meantime (writers hold the lock)."""
     state_dir = os.path.dirname(path)
-    if os.path.normpath(os.path.abspath(state_dir)) in _held:
+    if os.path.normpath(os.path.abspath(state_dir)) in _held():
         return _unlink_if_same(path, identity)
     try:
         fd = os.open(os.path.join(state_dir, LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -281,6 +291,7 @@ def locked(state_dir: str, timeout_seconds: float) -> Iterator[None]:
             f"{exc}; make it writable, or set the node's stateDir (docs/cni.md) to a writable directory",
         ) from None
     key = os.path.normpath(os.path.abspath(state_dir))
+    added = False
     try:
         deadline = time.monotonic() + timeout_seconds
         while True:
@@ -297,8 +308,10 @@ def locked(state_dir: str, timeout_seconds: float) -> Iterator[None]:
                         f"waited {timeout_seconds:g} s for {LOCK_NAME}; retry",
                     ) from None
                 time.sleep(_LOCK_POLL_SECONDS)
-        _held.add(key)
+        _held().add(key)
+        added = True
         yield
     finally:
-        _held.discard(key)
+        if added:  # a call that timed out never held it: not its claim to drop
+            _held().discard(key)
         os.close(fd)  # closing the descriptor releases the lock

@@ -104,6 +104,16 @@ class DataplaneReader(Protocol):
         """Sessions per cross-connection, all of them in one walk of the session tables."""
         ...
 
+    def session_capacities(self) -> dict[str, int]:
+        """Capacity of each confirmed session table by family: "ipv4" (IPv4 and ARP) and "ipv6"
+        (none for a data plane without session tables). No walk."""
+        ...
+
+    def sessions_expired(self) -> int:
+        """Confirmed sessions the agent's sweep freed since the tables were pinned (its reclaim
+        counters; one read, no walk)."""
+        ...
+
     def sessions(self, xc: str | None = None, limit: int = 10000) -> list[SessionEntry]: ...
 
 

@@ -102,6 +102,9 @@ class Dataplane:
             self._counters = Counters(self._pins, ncpu)
             self._sessions = SessionReader(self._pins)
             self._session_counters = SessionCounters(self._pins)
+            if self._pins.recount:  # an upgrade was interrupted while re-pinning the session maps
+                self._session_counters.recount(self._sessions.counts_by_id())
+                self._pins.recounted()
             self._ports.redirect_mode = self._config().redirect_mode
             # None keeps what is pinned (PEER on a fresh load): a reader never flips the mode.
             if redirect_mode is not None:
@@ -364,6 +367,15 @@ class Dataplane:
         long as the data plane is not closed meanwhile (flexsfc.agent.locked counts this way).
         Confirmed sessions, from the counters (flexsfc.dataplane.sessions): three syscalls, exact."""
         return self._session_counters.counts_by_id()
+
+    def session_capacities(self) -> dict[str, int]:
+        """Capacity of each confirmed table by family: "ipv4" (`sessions`: IPv4 and ARP), "ipv6"."""
+        return {"ipv4": self._sessions.capacity, "ipv6": self._sessions.capacity_v6}
+
+    def sessions_expired(self) -> int:
+        """Confirmed sessions the agent's sweep freed (the reclaim counters: one syscall, no walk;
+        they start again from zero when an upgrade replaces them)."""
+        return int(self._session_counters.reclaimed().sum())
 
     def session_table_stats(self) -> dict[str, int]:
         """The session tables at a glance: confirmed sessions (exact) and capacities, unconfirmed

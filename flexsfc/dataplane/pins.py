@@ -32,6 +32,9 @@ TC_PRIORITY = 0x5C
 _PIN_NAMES = (*maps.MAP_NAMES, maps.PROGRAM_NAME)
 # Session tables whose capacity is chosen at load: confirmed IPv4/ARP and IPv6, unconfirmed ditto.
 SESSION_TABLES = ("sessions", "sessions6", "unconfirmed", "unconfirmed6")
+# Pinned while an upgrade re-pins the session counters and tables (upgrade.py): present, the counters
+# may not count the pinned tables, and the next writer recounts them from a walk (Dataplane).
+RECOUNT_MARK = "session_recount"
 
 
 class Pins:
@@ -55,11 +58,14 @@ class Pins:
         # With `upgrade`, a program pin with maps missing is an older version's complete set: the
         # upgrade creates the maps this version added.
         self.reopened = _complete(pin_dir, older_ok=upgrade)
+        # Whether the session counters must be recounted from the tables (a writer only).
+        self.recount = False
         if self.reopened:
             if upgrade:
                 from flexsfc.dataplane.upgrade import upgrade_pinned  # it needs TC_HANDLE from here
 
                 self.upgrade = upgrade_pinned(pin_dir, _load_capacities())
+                self.recount = os.path.exists(_pin_path(pin_dir, RECOUNT_MARK))
             self._open()
             try:
                 self._check_layouts()
@@ -81,6 +87,11 @@ class Pins:
         mm = mmap.mmap(self.fd(name), length, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self._mmaps.append(mm)
         return mm
+
+    def recounted(self) -> None:
+        """The counters were recounted: remove the marker (RECOUNT_MARK)."""
+        _unlink(_pin_path(self.pin_dir, RECOUNT_MARK))
+        self.recount = False
 
     def close(self) -> None:
         for mm in self._mmaps:
@@ -187,7 +198,7 @@ def destroy_pinned(pin_dir: str, ports: Iterable[int] | None = None) -> None:
     """Detach every port (those recorded in the pins unless `ports` is given) and remove all pinned
     state, without opening a data plane: what teardown paths need, also for an incomplete set."""
     detach_all(pinned_ports(pin_dir) if ports is None else ports)
-    for name in (maps.PROGRAM_NAME, *maps.MAP_NAMES):
+    for name in (maps.PROGRAM_NAME, *maps.MAP_NAMES, RECOUNT_MARK):
         _unlink(_pin_path(pin_dir, name))
     try:
         os.rmdir(pin_dir)

@@ -85,6 +85,25 @@ class SessionCounters:
             libbpf.map_lookup(fd, maps.U32(xc_id), value)
             libbpf.map_update(fd, maps.U32(xc_id), maps.U64(value.value + count))
 
+    def recount(self, walked: Mapping[int, int]) -> None:
+        """Make the counters say `walked` (sessions per xc id from a walk of the tables), after an
+        upgrade interrupted between re-pinning the counters and the tables (upgrade.py). Only the
+        reclaims are rewritten, unless an xc has fewer inserts than sessions: then CPU 0's insert
+        count is raised. Sessions the program confirms during the walk may be off by as many."""
+        ncpu = libbpf.possible_cpus()
+        inserted, reclaimed = self.inserted(), self.reclaimed()
+        counts_fd, reclaims_fd = self._pins.fd("session_counts"), self._pins.fd("session_reclaims")
+        for xc_id in range(maps.MAX_XC):
+            want, have = walked.get(xc_id, 0), int(inserted[xc_id])
+            if have < want:
+                per_cpu = (ctypes.c_uint64 * ncpu)()
+                libbpf.map_lookup(counts_fd, maps.U32(xc_id), per_cpu)
+                per_cpu[0] += want - have
+                libbpf.map_update(counts_fd, maps.U32(xc_id), per_cpu)
+                have = want
+            if have - want != int(reclaimed[xc_id]):
+                libbpf.map_update(reclaims_fd, maps.U32(xc_id), maps.U64(have - want))
+
     def _values(self, name: str, ncpu: int) -> npt.NDArray[np.int64]:
         """Every value of an array of MAX_XC u64 (per CPU: ncpu each) in one batch syscall."""
         keys = np.zeros(maps.MAX_XC, dtype=np.uint32)

@@ -7,7 +7,10 @@ sessions. It compares the kernel's tag of the new program with the pinned one's;
 and no map changed, nothing happens (the new load is dropped). Otherwise every port's filter is
 replaced in place (same handle and priority, NLM_F_REPLACE: cls_bpf swaps the program under RCU, so
 each packet runs the old or the new program, none is dropped), then the replaced maps and the
-program are re-pinned by rename (each pin changes atomically; the program's goes last).
+program are re-pinned by rename (each pin changes atomically; the program's goes last). The session
+counters and the tables they count are re-pinned first, under a marker pin (RECOUNT_MARK) that goes
+once they all are: a writer killed in between leaves the marker, and the next writer to open the
+pins recounts the counters from a walk of the tables.
 
 Maps whose attributes changed:
 - state the program rebuilds by itself (the session tables, the flow cache, fragments, learned
@@ -32,7 +35,7 @@ from dataclasses import dataclass, field
 from flexsfc.dataplane import libbpf, maps, tcfilter
 from flexsfc.dataplane.api import DataplaneError
 from flexsfc.dataplane.build import ensure_built
-from flexsfc.dataplane.pins import SESSION_TABLES, TC_HANDLE, TC_PRIORITY
+from flexsfc.dataplane.pins import RECOUNT_MARK, SESSION_TABLES, TC_HANDLE, TC_PRIORITY
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +156,7 @@ def upgrade_pinned(pin_dir: str, capacities: dict[str, int]) -> UpgradeReport:
             return report  # the same program: the new load goes with obj.close()
         report.upgraded = True
         _move_filters(pin_dir, opened, new_prog, report)
-        for name in (*report.replaced, *report.created):
-            _repin(obj.map_fd(name), _pin(pin_dir, name))
+        _repin_maps(obj, pin_dir, report)
         _repin(new_prog, _pin(pin_dir, maps.PROGRAM_NAME))  # last: the pins are complete again
         log.warning(
             "data plane at %s upgraded: program %d -> %d on %d ports; maps kept %s, replaced empty %s "
@@ -167,6 +169,27 @@ def upgrade_pinned(pin_dir: str, capacities: dict[str, int]) -> UpgradeReport:
         obj.close()
         for fd in opened.values():
             os.close(fd)
+
+
+def _repin_maps(obj: libbpf.BpfObject, pin_dir: str, report: UpgradeReport) -> None:
+    """Re-pin the replaced and created maps, the counted group (_COUNTED) first, counters before
+    tables. Each pin changes atomically but the group does not: while it is in flux (and whenever
+    it ends up with new counters beside kept tables) the RECOUNT_MARK pin stays, and the next writer
+    to open the pins recounts the counters from a walk of the tables (Dataplane.__init__)."""
+    changed = [*report.replaced, *report.created]
+    counted = sorted(_COUNTED & set(changed), key=lambda n: (n not in maps.SESSION_COUNTERS, n))
+    mark = _pin(pin_dir, RECOUNT_MARK)
+    if counted and not os.path.exists(mark):
+        libbpf.obj_pin(obj.map_fd(counted[0]), mark)
+    for name in (*counted, *(n for n in changed if n not in counted)):
+        _repin(obj.map_fd(name), _pin(pin_dir, name))
+        if name == counted[-1] and set(changed) >= _COUNTED:
+            _unlink(mark)  # the whole group is new, hence consistent: nothing to recount
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 def _move_filters(pin_dir: str, opened: dict[str, int], prog_fd: int, report: UpgradeReport) -> None:

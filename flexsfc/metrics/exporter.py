@@ -98,6 +98,15 @@ class DataplaneCollector(Collector):
                 labels=("event",),
             ),
             GaugeMetricFamily(
+                "flexsfc_dataplane_session_capacity",
+                "Capacity of the confirmed session table, by family (ipv4 also holds ARP).",
+                labels=("family",),
+            ),
+            CounterMetricFamily(
+                "flexsfc_dataplane_sessions_expired",
+                "Confirmed sessions the agent's sweep freed after their idle timeout.",
+            ),
+            GaugeMetricFamily(
                 "flexsfc_exporter_unlabelled_ports", "Data-plane ports no known pod interface maps to."
             ),
             GaugeMetricFamily("flexsfc_dataplane_up", "1 when the data plane could be read."),
@@ -116,6 +125,8 @@ class DataplaneCollector(Collector):
             replicas,
             drops,
             events,
+            capacity,
+            expired,
             unlabelled,
             up,
         ) = families
@@ -153,6 +164,10 @@ class DataplaneCollector(Collector):
             drops.add_metric([reason], count)
         for event, count in sorted(self.dataplane.event_stats().items()):
             events.add_metric([event], count)
+        # Cheap reads (map attributes, the reclaim counters), never a walk of a table.
+        for family, entries in sorted(self.dataplane.session_capacities().items()):
+            capacity.add_metric([family], entries)
+        expired.add_metric([], self.dataplane.sessions_expired())
         unlabelled.add_metric([], unknown)
         up.add_metric([], 1)
         return families

@@ -57,6 +57,12 @@ class MemoryDataplane:
     def event_stats(self) -> dict[str, int]:
         return {}
 
+    def session_capacities(self) -> dict[str, int]:
+        return {}  # no session tables: no capacity series (a zero would read as "full")
+
+    def sessions_expired(self) -> int:
+        return 0
+
     def close(self) -> None:
         pass
 

@@ -10,6 +10,7 @@ changed layout of a control map is refused before anything is touched, and the o
 forwarding.
 """
 
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -19,10 +20,11 @@ from pathlib import Path
 import pytest
 from dp_traffic import Background, ReplicaServer, UdpFlows, configure, resolve
 
-from flexsfc.dataplane import build, libbpf, maps
-from flexsfc.dataplane.api import Neighbour, ReplicaPort, ReplicaState
+from flexsfc.dataplane import build, libbpf, maps, upgrade
+from flexsfc.dataplane.api import DataplaneError, Neighbour, ReplicaPort, ReplicaState
 from flexsfc.dataplane.facade import TC_HANDLE, TC_PRIORITY, Dataplane
-from flexsfc.dataplane.pins import destroy_pinned
+from flexsfc.dataplane.pins import RECOUNT_MARK, destroy_pinned
+from flexsfc.dataplane.stats import SessionReader
 from flexsfc.dataplane.upgrade import UpgradeRefused
 from flexsfc.model.types import Side
 
@@ -200,6 +202,50 @@ def test_a_changed_session_layout_drops_the_sessions_and_flows_rehash_in_place(
                 # The Maglev tables were kept: the re-hashed flows land where they were.
                 assert {f: flows.replica_of(f) for f in ids} == placed
                 assert new.session_count(XC) >= len(ids)  # created again in the new map
+            finally:
+                new.close()
+        finally:
+            flows.close()
+
+
+def _dying_after_one(repin: Callable[[int, str], None]) -> Callable[[int, str], None]:
+    """`repin` that re-pins one map, then fails as a killed writer would stop."""
+    calls: list[str] = []
+
+    def dying_repin(fd: int, path: str) -> None:
+        if calls:
+            raise DataplaneError("killed")
+        calls.append(path)
+        repin(fd, path)
+
+    return dying_repin
+
+
+def test_an_upgrade_killed_between_re_pins_leaves_counts_that_match_the_tables(
+    host, pin_dir, netns_factory, old_program, monkeypatch
+) -> None:
+    """A writer dying after the first replaced map is re-pinned: the next writer's counts equal a
+    walk of the tables (the counters are not left counting the table they replaced)."""
+    old_program(_session_layout_change)
+    for chain in _chain(host, pin_dir, netns_factory):
+        old_program(None)
+        flows = UdpFlows(chain.client_ns, SERVER_IP)
+        try:
+            ids = flows.open(40, "ki")
+            assert flows.round(ids) == 0
+            assert chain.dp.session_count(XC) >= len(ids)
+            repin = upgrade._repin
+            monkeypatch.setattr(upgrade, "_repin", _dying_after_one(repin))
+            with pytest.raises(DataplaneError, match="killed"):
+                Dataplane(pin_dir, upgrade=True)
+            monkeypatch.setattr(upgrade, "_repin", repin)
+            new = Dataplane(pin_dir, upgrade=True)
+            try:
+                walked = SessionReader(new._pins).counts_by_id
+                assert new.session_counts_by_id() == walked()
+                assert flows.round(ids) == 0  # sessions created again, and counted
+                assert new.session_counts_by_id() == walked() and new.session_count(XC) >= len(ids)
+                assert not os.path.exists(os.path.join(pin_dir, RECOUNT_MARK))
             finally:
                 new.close()
         finally:

@@ -25,11 +25,12 @@ from pyroute2 import IPRoute, NetNS
 
 from flexsfc.agent.types import NfReplica, ReplicaPhase
 from flexsfc.dataplane.api import RedirectMode, ReplicaPort
+from flexsfc.dataplane.sessions import TICK_NS, session_clock
 from flexsfc.metrics.exporter import Exporter
 from flexsfc.metrics.labels import PortIndex
 from flexsfc.model.mac import derive_mac
 from flexsfc.model.records import AttachmentRecord
-from flexsfc.model.types import CrossConnectionSpec, Mode, Side, XcSide
+from flexsfc.model.types import CrossConnectionSpec, Mode, SessionTimeouts, Side, XcSide
 from flexsfc.util.netns import in_netns
 
 pytestmark = pytest.mark.root
@@ -156,7 +157,8 @@ def scrape(exporter: Exporter) -> dict[tuple[str, str, str], float]:
     out: dict[tuple[str, str, str], float] = {}
     for family in text_string_to_metric_families(generate_latest(exporter.registry).decode()):
         for s in family.samples:
-            key = s.labels.get("pod") or s.labels.get("reason") or s.labels.get("state", "")
+            labels = s.labels
+            key = labels.get("pod") or labels.get("reason") or labels.get("family") or labels.get("state", "")
             out[(s.name, key, s.labels.get("side", ""))] = s.value
     return out
 
@@ -212,6 +214,20 @@ def test_exported_counters_match_udp_burst(topology) -> None:  # type: ignore[no
     assert sum(v for (name, _, _), v in after.items() if name == "flexsfc_dataplane_drops_total") == sum(
         v for (name, _, _), v in before.items() if name == "flexsfc_dataplane_drops_total"
     )
+    assert after[("flexsfc_dataplane_session_capacity", "ipv4", "")] == dp.session_capacity
+    assert after[("flexsfc_dataplane_session_capacity", "ipv6", "")] == dp.session_capacity_v6
+    assert delta("flexsfc_dataplane_sessions_expired_total", "") == 0
+
+    # The sweep, an hour of session clock later: every session expires, and the counter says so.
+    later = (session_clock() + 3600 * 1_000_000_000 // TICK_NS) & 0xFFFFFFFF
+    assert dp.sweep_sessions_by_id({}, SessionTimeouts(), now=later).total_expired == FLOWS
+    swept = scrape(exporter)
+    assert (
+        swept[("flexsfc_dataplane_sessions_expired_total", "", "")]
+        - after.get(("flexsfc_dataplane_sessions_expired_total", "", ""), 0.0)
+        == FLOWS
+    )
+    assert swept[("flexsfc_xc_active_sessions", "", "")] == 0
 
 
 @pytest.mark.parametrize("topology", [RedirectMode.PEER], indirect=True)

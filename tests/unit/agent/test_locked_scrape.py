@@ -57,6 +57,12 @@ class SlowWalk:
     def event_stats(self) -> dict[str, int]:
         return {}
 
+    def session_capacities(self) -> dict[str, int]:
+        return {"ipv4": 1024, "ipv6": 1024}
+
+    def sessions_expired(self) -> int:
+        return 0
+
     def close(self) -> None:
         self.closed = True
 

@@ -5,12 +5,14 @@ import fcntl
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 
 import pytest
 from cni_records import l2_record
 
 from flexsfc.cni import state
+from flexsfc.cni.errors import CniError
 
 
 def _good_json(container_id: str, ifname: str = "eth1") -> str:
@@ -129,3 +131,70 @@ def test_write_record_fsyncs_the_file_and_the_directory(
     synced.clear()
     state.remove_record(str(tmp_path), "c1", "eth1")
     assert synced == [str(tmp_path)]
+
+
+def _hold_lock_in_a_thread(state_dir: Path) -> tuple[threading.Event, threading.Event, threading.Thread]:
+    holding, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with state.locked(str(state_dir), 5):
+            holding.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    assert holding.wait(5)
+    return holding, release, thread
+
+
+def test_the_lock_another_thread_holds_is_not_this_threads(tmp_path: Path) -> None:
+    """The agent reads records lock-free in one thread while a served CNI call holds the lock in
+    another: the reader must not remove a bad record as if it held the lock itself."""
+    _, release, thread = _hold_lock_in_a_thread(tmp_path)
+    try:
+        (tmp_path / "c1@eth1.json").write_text("{")
+        bad: list[state.BadRecord] = []
+        assert state.load_records(str(tmp_path), bad=bad) == []
+        assert [b.removed for b in bad] == [False] and (tmp_path / "c1@eth1.json").exists()
+    finally:
+        release.set()
+        thread.join(10)
+    assert state.load_records(str(tmp_path)) == [] and not (tmp_path / "c1@eth1.json").exists()
+
+
+def test_a_thread_that_timed_out_does_not_release_the_holders_claim(tmp_path: Path) -> None:
+    """A call that gave up waiting (code 11) must not make the holder forget that it holds the lock."""
+    holding, release = threading.Event(), threading.Event()
+    removed: list[bool] = []
+
+    def holder() -> None:
+        with state.locked(str(tmp_path), 5):
+            holding.set()
+            release.wait(10)
+            (tmp_path / "c1@eth1.json").write_text("{")
+            bad: list[state.BadRecord] = []
+            state.load_records(str(tmp_path), bad=bad)
+            removed.extend(b.removed for b in bad)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    try:
+        assert holding.wait(5)
+        with pytest.raises(CniError) as raised, state.locked(str(tmp_path), 0.05):
+            pass
+        assert raised.value.code == 11
+    finally:
+        release.set()
+        thread.join(10)
+    assert removed == [True] and not (tmp_path / "c1@eth1.json").exists()
+
+
+def test_a_timed_out_wait_in_the_holding_thread_keeps_its_claim(tmp_path: Path) -> None:
+    """Only a successful acquisition drops the claim: a wait that timed out (code 11) never made one."""
+    with state.locked(str(tmp_path), 5):
+        with pytest.raises(CniError), state.locked(str(tmp_path), 0.05):
+            pass  # a second descriptor: flock(2) refuses it even in the holding thread
+        (tmp_path / "c1@eth1.json").write_text("{")
+        bad: list[state.BadRecord] = []
+        assert state.load_records(str(tmp_path), bad=bad) == []
+        assert [b.removed for b in bad] == [True]

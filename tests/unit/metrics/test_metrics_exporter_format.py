@@ -26,6 +26,8 @@ class StaticDataplane:
     sides: dict[tuple[str, Side], list[ReplicaPort]] = field(default_factory=dict)
     drops: dict[str, int] = field(default_factory=dict)
     sessions: dict[str, int] = field(default_factory=dict)
+    capacities: dict[str, int] = field(default_factory=dict)
+    expired: int = 0
     broken: bool = False
 
     def port_stats(self) -> dict[int, PortStats]:
@@ -50,6 +52,12 @@ class StaticDataplane:
 
     def event_stats(self) -> dict[str, int]:
         return {}
+
+    def session_capacities(self) -> dict[str, int]:
+        return dict(self.capacities)
+
+    def sessions_expired(self) -> int:
+        return self.expired
 
 
 def side(nf: str, ifname: str) -> XcSide:
@@ -111,6 +119,8 @@ def test_exposition_names_and_values() -> None:
         },
         drops={"not_ip": 3},
         sessions={DP_XC: 1},
+        capacities={"ipv4": 1048576, "ipv6": 262144},
+        expired=42,
     )
     exporter = Exporter.create(dp, index)  # type: ignore[arg-type]
     got = samples(generate_latest(exporter.registry))
@@ -138,6 +148,9 @@ def test_exposition_names_and_values() -> None:
     assert got[("flexsfc_xc_replicas", draining_b)] == 1
     assert got[("flexsfc_dataplane_drops_total", frozenset({"reason": "not_ip"}.items()))] == 3
     assert got[("flexsfc_exporter_unlabelled_ports", frozenset())] == 1
+    assert got[("flexsfc_dataplane_session_capacity", frozenset({"family": "ipv4"}.items()))] == 1048576
+    assert got[("flexsfc_dataplane_session_capacity", frozenset({"family": "ipv6"}.items()))] == 262144
+    assert got[("flexsfc_dataplane_sessions_expired_total", frozenset())] == 42
     assert got[("flexsfc_dataplane_up", frozenset())] == 1
 
 

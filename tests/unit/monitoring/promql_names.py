@@ -112,6 +112,12 @@ class FullDataplane:
     def session_counts(self) -> dict[str, int]:
         return {"ns1/demo-client-fw": 1}
 
+    def session_capacities(self) -> dict[str, int]:
+        return {"ipv4": 1048576, "ipv6": 262144}
+
+    def sessions_expired(self) -> int:
+        return 1
+
 
 def _side(nf: str, ifname: str) -> XcSide:
     return XcSide(nf=nf, interface=ifname, network=f"net-{nf}", mode=Mode.L2, mac="02:00:00:00:00:01")
