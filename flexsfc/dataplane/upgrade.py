@@ -183,7 +183,7 @@ def _repin_maps(obj: libbpf.BpfObject, pin_dir: str, report: UpgradeReport) -> N
         libbpf.obj_pin(obj.map_fd(counted[0]), mark)
     for name in (*counted, *(n for n in changed if n not in counted)):
         _repin(obj.map_fd(name), _pin(pin_dir, name))
-        if name == counted[-1] and set(changed) >= _COUNTED:
+        if counted and name == counted[-1] and set(changed) >= _COUNTED:
             _unlink(mark)  # the whole group is new, hence consistent: nothing to recount
 
 

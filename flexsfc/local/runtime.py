@@ -314,6 +314,9 @@ class Runtime:
             if error:
                 raise RuntimeRequestError(error)
             if done:
+                # A pod turns Running before its step writes the state file: readers of that file
+                # (traffic in the pods, `flexsfc exec`) must find what `ready` just counted.
+                self.persist()
                 return
             if time.monotonic() > deadline:
                 raise RuntimeRequestError(f"not ready after {timeout:.0f}s: {self._not_ready_summary()}")

@@ -56,13 +56,21 @@ def xc_between(plan: Plan, nf_a: str, nf_b: str) -> CrossConnectionSpec:
     raise ValueError(f"no cross-connection between {nf_a} and {nf_b}")
 
 
-def pod_netns(config: RuntimeConfig, nf: str, namespace: str | None = None) -> str:
-    """Network namespace of the first running pod of `nf` (in `namespace` if given; state file)."""
-    state = read_state(config)
-    pods = [p for p in state.running_pods(nf, namespace) if p.nf == nf] if state is not None else []
-    if not pods:
-        raise RuntimeError(f"no running pod of {nf}" + (f" in namespace {namespace}" if namespace else ""))
-    return pods[0].netns
+def pod_netns(config: RuntimeConfig, nf: str, namespace: str | None = None, wait: float = 5.0) -> str:
+    """Network namespace of the first running pod of `nf` (in `namespace` if given; state file).
+
+    Waits up to `wait` seconds: the supervisor writes a pod's Running state just after it counts it
+    ready, so a reader right behind `ready` may see the file a step late."""
+    deadline = time.monotonic() + wait
+    while True:
+        state = read_state(config)
+        pods = [p for p in state.running_pods(nf, namespace) if p.nf == nf] if state is not None else []
+        if pods:
+            return pods[0].netns
+        if time.monotonic() > deadline:
+            where = f" in namespace {namespace}" if namespace else ""
+            raise RuntimeError(f"no running pod of {nf}{where}")
+        time.sleep(0.05)
 
 
 def in_pod(netns: str, argv: list[str]) -> list[str]:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_local import FLEXSFC, LocalRuntime
+from e2e_local import FLEXSFC, LocalRuntime, bridge_chain_manifests
 
 from flexsfc.dataplane.events import stream_lease
 from flexsfc.local.scenario import in_pod, pod_netns, wait_ready, wait_settled
@@ -32,104 +32,7 @@ FLOWS = 12
 CLIENT_IP, SERVER_IP = "10.72.1.1", "10.72.1.2"
 SPORT = 41000
 
-MANIFESTS = """
-apiVersion: flexsfc.io/v1alpha1
-kind: ServiceFunctionChain
-metadata: {name: flows-chain}
-spec:
-  networkFunctions:
-    - {name: client, links: {firewall: eth1}}
-    - {name: firewall, links: {client: eth1, server: eth2}}
-    - {name: server, links: {firewall: eth1}}
----
-apiVersion: k8s.cni.cncf.io/v1
-kind: NetworkAttachmentDefinition
-metadata: {name: fl-client-eth1}
-spec:
-  config: '{"cniVersion": "1.0.0", "name": "fl-client-eth1", "type": "flexsfc-cni",
-    "macGenerationString": "fl-client-eth1",
-    "ipam": {"type": "static", "addresses": [{"address": "10.72.1.1/24"}]}}'
----
-apiVersion: k8s.cni.cncf.io/v1
-kind: NetworkAttachmentDefinition
-metadata: {name: fl-fw-eth1}
-spec:
-  config: '{"cniVersion": "1.0.0", "name": "fl-fw-eth1", "type": "flexsfc-cni",
-    "macGenerationString": "fl-fw-eth1"}'
----
-apiVersion: k8s.cni.cncf.io/v1
-kind: NetworkAttachmentDefinition
-metadata: {name: fl-fw-eth2}
-spec:
-  config: '{"cniVersion": "1.0.0", "name": "fl-fw-eth2", "type": "flexsfc-cni",
-    "macGenerationString": "fl-fw-eth2"}'
----
-apiVersion: k8s.cni.cncf.io/v1
-kind: NetworkAttachmentDefinition
-metadata: {name: fl-server-eth1}
-spec:
-  config: '{"cniVersion": "1.0.0", "name": "fl-server-eth1", "type": "flexsfc-cni",
-    "macGenerationString": "fl-server-eth1",
-    "ipam": {"type": "static", "addresses": [{"address": "10.72.1.2/24"}]}}'
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: client}
-spec:
-  replicas: 1
-  selector: {matchLabels: {flexsfc.io/network-function: client}}
-  template:
-    metadata:
-      labels: {flexsfc.io/network-function: client}
-      annotations: {k8s.v1.cni.cncf.io/networks: fl-client-eth1@eth1}
-    spec:
-      terminationGracePeriodSeconds: 2
-      containers:
-        - {name: client, command: [sleep, infinity]}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: firewall}
-spec:
-  replicas: 3
-  selector: {matchLabels: {flexsfc.io/network-function: firewall}}
-  template:
-    metadata:
-      labels: {flexsfc.io/network-function: firewall}
-      annotations: {k8s.v1.cni.cncf.io/networks: "fl-fw-eth1@eth1, fl-fw-eth2@eth2"}
-    spec:
-      terminationGracePeriodSeconds: 2
-      containers:
-        - name: firewall
-          command: [sh, -c]
-          args:
-            - |
-              set -e
-              ip link add br0 type bridge
-              ip link set eth1 master br0
-              ip link set eth2 master br0
-              ip link set eth1 up
-              ip link set eth2 up
-              ip link set br0 up
-              exec sleep infinity
-          readinessProbe:
-            exec: {command: [sh, -c, "ip -o link show br0 | grep -q LOWER_UP"]}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: server}
-spec:
-  replicas: 1
-  selector: {matchLabels: {flexsfc.io/network-function: server}}
-  template:
-    metadata:
-      labels: {flexsfc.io/network-function: server}
-      annotations: {k8s.v1.cni.cncf.io/networks: fl-server-eth1@eth1}
-    spec:
-      terminationGracePeriodSeconds: 2
-      containers:
-        - {name: server, command: [sleep, infinity]}
-"""
+MANIFESTS = bridge_chain_manifests("flows-chain", "fl", CLIENT_IP, SERVER_IP, firewall_replicas=3)
 
 # Sends `packets` datagrams on each flow (fixed source ports: a second run continues the same flows).
 SENDER = f"""
