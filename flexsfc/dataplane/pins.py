@@ -90,7 +90,7 @@ class Pins:
 
     def recounted(self) -> None:
         """The counters were recounted: remove the marker (RECOUNT_MARK)."""
-        _unlink(_pin_path(self.pin_dir, RECOUNT_MARK))
+        unlink_pin(_pin_path(self.pin_dir, RECOUNT_MARK))
         self.recount = False
 
     def close(self) -> None:
@@ -158,7 +158,7 @@ class Pins:
             libbpf.obj_pin(obj.program_fd(maps.PROGRAM_NAME), _pin_path(self.pin_dir, maps.PROGRAM_NAME))
         except BaseException:
             for name in pinned:
-                _unlink(_pin_path(self.pin_dir, name))
+                unlink_pin(_pin_path(self.pin_dir, name))
             raise
         finally:
             obj.close()
@@ -199,7 +199,7 @@ def destroy_pinned(pin_dir: str, ports: Iterable[int] | None = None) -> None:
     state, without opening a data plane: what teardown paths need, also for an incomplete set."""
     detach_all(pinned_ports(pin_dir) if ports is None else ports)
     for name in (maps.PROGRAM_NAME, *maps.MAP_NAMES, RECOUNT_MARK):
-        _unlink(_pin_path(pin_dir, name))
+        unlink_pin(_pin_path(pin_dir, name))
     try:
         os.rmdir(pin_dir)
     except OSError as exc:
@@ -224,7 +224,8 @@ def _pin_path(pin_dir: str, name: str) -> str:
     return os.path.join(pin_dir, name)
 
 
-def _unlink(path: str) -> None:
+def unlink_pin(path: str) -> None:
+    """Remove a pin; one already gone is fine."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from flexsfc.dataplane import libbpf, maps, tcfilter
 from flexsfc.dataplane.api import DataplaneError
 from flexsfc.dataplane.build import ensure_built
-from flexsfc.dataplane.pins import RECOUNT_MARK, SESSION_TABLES, TC_HANDLE, TC_PRIORITY
+from flexsfc.dataplane.pins import RECOUNT_MARK, SESSION_TABLES, TC_HANDLE, TC_PRIORITY, unlink_pin
 
 log = logging.getLogger(__name__)
 
@@ -184,12 +184,7 @@ def _repin_maps(obj: libbpf.BpfObject, pin_dir: str, report: UpgradeReport) -> N
     for name in (*counted, *(n for n in changed if n not in counted)):
         _repin(obj.map_fd(name), _pin(pin_dir, name))
         if counted and name == counted[-1] and set(changed) >= _COUNTED:
-            _unlink(mark)  # the whole group is new, hence consistent: nothing to recount
-
-
-def _unlink(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
+            unlink_pin(mark)  # the whole group is new, hence consistent: nothing to recount
 
 
 def _move_filters(pin_dir: str, opened: dict[str, int], prog_fd: int, report: UpgradeReport) -> None:
