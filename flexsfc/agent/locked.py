@@ -8,32 +8,10 @@ snapshot is taken under it, and `close()` waits for a walk in progress (the desc
 
 import threading
 from collections.abc import Mapping
-from typing import Any, Protocol, cast
 
 from flexsfc.dataplane.api import DataplaneAPI, Neighbour, PortStats, ReplicaPort, SessionEntry
+from flexsfc.dataplane.sessions import SweepReport
 from flexsfc.model.types import SessionTimeouts, Side
-
-
-class Converging(Protocol):
-    """A data plane that can repair its pinned state after a writer died mid-update (the facade)."""
-
-    def converge(self) -> list[str]: ...
-
-
-class SessionCounter(Protocol):
-    """A data plane whose session counts by xc id are safe to read without the writer's lock."""
-
-    def session_counts_by_id(self) -> dict[int, int]: ...
-
-
-def _defines(obj: object, method: str) -> bool:
-    """Whether the class of `obj` defines `method` (a proxy answering any name does not count)."""
-    return callable(getattr(type(obj), method, None))
-
-
-def converge_dataplane(dataplane: object) -> list[str]:
-    """What `dataplane.converge()` repaired; nothing for a data plane without it (the tests' fakes)."""
-    return cast(Converging, dataplane).converge() if _defines(dataplane, "converge") else []
 
 
 class LockedDataplane:
@@ -73,9 +51,6 @@ class LockedDataplane:
             return self._inner.event_stats()
 
     def session_count(self, xc: str | None = None) -> int:
-        if not _defines(self._inner, "session_counts_by_id"):
-            with self._lock:
-                return self._inner.session_count(xc)
         if xc is None:
             return sum(self._counts_by_id().values())
         with self._lock:
@@ -86,28 +61,31 @@ class LockedDataplane:
 
     def session_counts(self) -> dict[str, int]:
         """Sessions per cross-connection; the table walk holds no lock a writer waits for."""
-        if not _defines(self._inner, "session_counts_by_id"):
-            with self._lock:
-                return self._inner.session_counts()
         with self._lock:
             ids = self._inner.list_xcs()
         by_id = self._counts_by_id()
         return {name: by_id.get(xc_id, 0) for name, xc_id in ids.items()}
 
+    def session_counts_by_id(self) -> dict[int, int]:
+        return self._counts_by_id()
+
     def _counts_by_id(self) -> dict[int, int]:
         with self._walk:
-            return cast(SessionCounter, self._inner).session_counts_by_id()
+            return self._inner.session_counts_by_id()
 
-    def sweep_sessions(self, timeouts: Mapping[str, SessionTimeouts]) -> Any:
+    def sweep_sessions(self, timeouts: Mapping[str, SessionTimeouts]) -> SweepReport:
         """Free idle sessions (the agent's sweep): the lock only to resolve names, the walk outside
         it like a session count (it reads map descriptors only), so reconciles never wait for it."""
-        if not _defines(self._inner, "sweep_sessions_by_id"):
-            return None  # a data plane without session tables (the tests' fakes)
         with self._lock:
             ids = self._inner.list_xcs()
         by_id = {ids[name]: value for name, value in timeouts.items() if name in ids}
+        return self.sweep_sessions_by_id(by_id, SessionTimeouts())
+
+    def sweep_sessions_by_id(
+        self, timeouts: Mapping[int, SessionTimeouts], default: SessionTimeouts
+    ) -> SweepReport:
         with self._walk:
-            return cast(Any, self._inner).sweep_sessions_by_id(by_id, SessionTimeouts())
+            return self._inner.sweep_sessions_by_id(timeouts, default)
 
     def session_capacities(self) -> dict[str, int]:
         with self._lock:
@@ -145,7 +123,7 @@ class LockedDataplane:
 
     def converge(self) -> list[str]:
         with self._lock:
-            return converge_dataplane(self._inner)
+            return self._inner.converge()
 
     # ---- lifecycle -----------------------------------------------------------------------------------
 

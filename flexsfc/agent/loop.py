@@ -18,30 +18,18 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from typing import Protocol, cast
+from typing import cast
 
-from flexsfc.agent.locked import _defines, converge_dataplane
 from flexsfc.agent.reconciler import ChainSettingsMap, ReconcileError, Reconciler, ReconcileReport
 from flexsfc.agent.types import NfReplica, dataplane_name
 from flexsfc.dataplane.api import DataplaneAPI
+from flexsfc.dataplane.sessions import SweepReport
 from flexsfc.model.constants import SESSION_SWEEP_SECONDS
 from flexsfc.model.types import ChainSettings, CrossConnectionSpec, SessionTimeouts
 
 log = logging.getLogger(__name__)
 
 ReportListener = Callable[[str, ReconcileReport], None]
-
-
-class _SweepReport(Protocol):
-    total_expired: int
-    expired: dict[str, int]
-    seconds: float
-
-
-class Sweeping(Protocol):
-    """A data plane that frees idle sessions (the facade, and LockedDataplane around it)."""
-
-    def sweep_sessions(self, timeouts: Mapping[str, SessionTimeouts]) -> _SweepReport | None: ...
 
 
 class AgentLoop:
@@ -57,7 +45,7 @@ class AgentLoop:
         self.reconciler = Reconciler(dataplane)
         self.resync_seconds = resync_seconds
         self.sweep_seconds = sweep_seconds
-        self.last_sweep: _SweepReport | None = None  # the data plane's last sweep
+        self.last_sweep: SweepReport | None = None  # the data plane's last sweep
         self._sweeper: threading.Thread | None = None
         self.reports: deque[tuple[float, str, ReconcileReport]] = deque(maxlen=history)
         self._on_report = on_report
@@ -131,7 +119,7 @@ class AgentLoop:
         if self.converged:
             return
         try:
-            self.repairs = converge_dataplane(self.reconciler.dataplane)
+            self.repairs = self.reconciler.dataplane.converge()
         except Exception:
             log.exception("converging the data plane failed; trying again on the next pass")
             self._dirty.set()
@@ -184,19 +172,17 @@ class AgentLoop:
         """Free idle confirmed sessions every `sweep_seconds` in a thread of its own (`start()` does
         this too; the local runtime, which reconciles in its own threads, calls it alone). Off the
         reconcile path: a sweep of 1M sessions takes about a second and holds no writer lock."""
-        if self._sweeper is not None or not _defines(self.reconciler.dataplane, "sweep_sessions"):
+        if self._sweeper is not None:
             return
         self._stop.clear()
         self._sweeper = threading.Thread(target=self._sweep_loop, name="flexsfc-sweep", daemon=True)
         self._sweeper.start()
 
-    def sweep(self) -> _SweepReport | None:
+    def sweep(self) -> SweepReport:
         """One sweep with each cross-connection's chain timeouts (defaults for the others)."""
         with self._lock:  # a consistent picture; the sweep itself runs outside this lock
             timeouts = {dataplane_name(xc): self._timeouts(xc) for xc in self._xcs}
-        report = cast(Sweeping, self.reconciler.dataplane).sweep_sessions(timeouts)
-        if report is None:  # nothing to sweep in this data plane
-            return None
+        report = self.reconciler.dataplane.sweep_sessions(timeouts)
         self.last_sweep = report
         if report.total_expired:
             log.info(

@@ -9,11 +9,15 @@ the numeric ids it uses in its maps and keeps the name -> id mapping in pinned s
 process finds them again.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from flexsfc.model.types import Side
+from flexsfc.model.types import SessionTimeouts, Side
+
+if TYPE_CHECKING:  # sessions.py needs the pins, which need this module
+    from flexsfc.dataplane.sessions import SweepReport
 
 
 class ReplicaState(StrEnum):
@@ -104,6 +108,11 @@ class DataplaneReader(Protocol):
         """Sessions per cross-connection, all of them in one walk of the session tables."""
         ...
 
+    def session_counts_by_id(self) -> dict[int, int]:
+        """Sessions per cross-connection id, from map descriptors only: safe without the writer's
+        lock while the data plane stays open (flexsfc.agent.locked counts this way)."""
+        ...
+
     def session_capacities(self) -> dict[str, int]:
         """Capacity of each confirmed session table by family: "ipv4" (IPv4 and ARP) and "ipv6"
         (none for a data plane without session tables). No walk."""
@@ -140,6 +149,22 @@ class DataplaneWriter(Protocol):
         listed are forgotten, and their sessions re-hash lazily. Attaches the TC program to new ports
         and detaches it from removed ones.
         """
+        ...
+
+    def converge(self) -> list[str]:
+        """Make the pinned state consistent with itself after a writer died mid-update; returns what
+        was repaired."""
+        ...
+
+    def sweep_sessions(self, timeouts: Mapping[str, SessionTimeouts]) -> "SweepReport":
+        """Free the confirmed sessions idle past their timeout (`timeouts` by cross-connection, the
+        defaults for the others): the agent's sweep."""
+        ...
+
+    def sweep_sessions_by_id(
+        self, timeouts: Mapping[int, SessionTimeouts], default: SessionTimeouts
+    ) -> "SweepReport":
+        """`sweep_sessions` by xc id; map descriptors only, safe without the writer's lock."""
         ...
 
     def set_neighbours(self, xc: str, side: Side, neighbours: list[Neighbour]) -> None:

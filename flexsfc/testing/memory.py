@@ -2,8 +2,11 @@
 without root: it keeps what they program and answers their reads from that; no counters, no sessions
 (a test that needs some overrides the reads)."""
 
+from collections.abc import Mapping
+
 from flexsfc.dataplane.api import Neighbour, PortStats, ReplicaPort, SessionEntry
-from flexsfc.model.types import Side
+from flexsfc.dataplane.sessions import SweepReport
+from flexsfc.model.types import SessionTimeouts, Side
 
 
 class MemoryDataplane:
@@ -56,6 +59,21 @@ class MemoryDataplane:
 
     def event_stats(self) -> dict[str, int]:
         return {}
+
+    def session_counts_by_id(self) -> dict[int, int]:
+        ids = self.list_xcs()
+        return {ids[name]: count for name, count in self.session_counts().items() if name in ids}
+
+    def converge(self) -> list[str]:
+        return []  # nothing pinned: nothing a dead writer could have left half done
+
+    def sweep_sessions(self, timeouts: Mapping[str, SessionTimeouts]) -> SweepReport:
+        return SweepReport()  # no session tables: nothing idle
+
+    def sweep_sessions_by_id(
+        self, timeouts: Mapping[int, SessionTimeouts], default: SessionTimeouts
+    ) -> SweepReport:
+        return SweepReport()
 
     def session_capacities(self) -> dict[str, int]:
         return {}  # no session tables: no capacity series (a zero would read as "full")
