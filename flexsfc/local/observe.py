@@ -118,8 +118,8 @@ class Observer:
             port_sessions[entry.ifindex_b] += 1
             sampled[entry.xc] += 1
         # Per cross-connection: the data plane's exact count of confirmed sessions (counters, no walk),
-        # not the sample above, which stops at STATUS_SESSION_LIMIT entries (it is the fallback for a
-        # data plane without counters).
+        # not the sample above, which stops at STATUS_SESSION_LIMIT entries (it stands in only when
+        # the counters cannot be read).
         xc_sessions: Mapping[str, int] = sampled
         anomalies: dict[str, int] = {}
         try:

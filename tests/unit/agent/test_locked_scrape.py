@@ -37,7 +37,7 @@ class SlowWalk:
         return {1: 5, 3: 7}  # 3: a cross-connection deleted meanwhile, not reported
 
     def session_counts(self) -> dict[str, int]:
-        """The same walk by name (what a LockedDataplane without the lock-free path calls)."""
+        """The same walk by name: LockedDataplane must not call it (it would walk under the lock)."""
         self.walked_by_name = True
         by_id = self.session_counts_by_id()
         return {name: by_id.get(xc_id, 0) for name, xc_id in self.list_xcs().items()}
