@@ -125,6 +125,14 @@ class LockedDataplane:
         with self._lock:
             return self._inner.converge()
 
+    def set_tunnel(self, device: str | None) -> None:
+        with self._lock:
+            self._inner.set_tunnel(device)
+
+    def set_nodes(self, nodes: Mapping[str, str]) -> None:
+        with self._lock:
+            self._inner.set_nodes(nodes)
+
     # ---- lifecycle -----------------------------------------------------------------------------------
 
     def close(self) -> None:

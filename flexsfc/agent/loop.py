@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import cast
 
 from flexsfc.agent.reconciler import ChainSettingsMap, ReconcileError, Reconciler, ReconcileReport
-from flexsfc.agent.types import NfReplica, dataplane_name
+from flexsfc.agent.types import NfReplica, Topology, dataplane_name
 from flexsfc.dataplane.api import DataplaneAPI
 from flexsfc.dataplane.sessions import SweepReport
 from flexsfc.model.constants import SESSION_SWEEP_SECONDS
@@ -53,6 +53,7 @@ class AgentLoop:
         self._xcs: list[CrossConnectionSpec] = []
         self._settings: ChainSettingsMap = {}  # by (namespace, chain); see Reconciler.reconcile
         self._replicas: dict[str, NfReplica] = {}
+        self._topology: Topology | None = None  # None: one node, no tunnel (the local runtime's default)
         self._dirty = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -67,6 +68,12 @@ class AgentLoop:
         with self._lock:
             self._xcs = list(xcs)
             self._settings = copy.copy(settings) if settings else {}  # the caller may reuse its own
+        self._dirty.set()
+
+    def set_topology(self, topology: Topology | None) -> None:
+        """This node among the nodes: replicas on other nodes are reached through the tunnel."""
+        with self._lock:
+            self._topology = topology
         self._dirty.set()
 
     def set_replicas(self, replicas: Iterable[NfReplica]) -> None:
@@ -102,7 +109,10 @@ class AgentLoop:
             self._dirty.clear()
             try:
                 report = self.reconciler.reconcile(
-                    self._xcs, list(self._replicas.values()), chain_settings=self._settings
+                    self._xcs,
+                    list(self._replicas.values()),
+                    chain_settings=self._settings,
+                    topology=self._topology,
                 )
             except ReconcileError as exc:
                 self._dirty.set()  # retry on the next loop turn

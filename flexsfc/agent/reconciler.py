@@ -18,9 +18,18 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import ParamSpec, TypeVar
 
-from flexsfc.agent.types import ChainKey, NfReplica, ReplicaPhase, dataplane_name, replicas_by_nf, side_ports
-from flexsfc.dataplane.api import DataplaneAPI, Neighbour, ReplicaPort, ReplicaState
+from flexsfc.agent.types import (
+    ChainKey,
+    NfReplica,
+    ReplicaPhase,
+    Topology,
+    dataplane_name,
+    replicas_by_nf,
+    side_ports,
+)
+from flexsfc.dataplane.api import DataplaneAPI, Neighbour, RemoteEndpoint, ReplicaPort, ReplicaState
 from flexsfc.dataplane.naming import is_legacy_key
+from flexsfc.dataplane.tunnels import remote_key
 from flexsfc.model.types import ChainSettings, CrossConnectionSpec, Side, XcSide
 
 log = logging.getLogger(__name__)
@@ -66,12 +75,14 @@ class ReconcileReport:
     steps: list[StepTiming] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)
+    # Replicas on a node without an address (also in `errors`): standing, like conflicts.
+    unplaced: list[str] = field(default_factory=list)
     total_ns: int = 0
 
     @property
     def failed(self) -> bool:
         """Whether a step failed (conflicts alone are reported, not failures: retrying cannot help)."""
-        return len(self.errors) > len(self.conflicts)
+        return len(self.errors) > len(self.conflicts) + len(self.unplaced)
 
     @property
     def changed(self) -> bool:
@@ -119,18 +130,52 @@ class ReconcileError(RuntimeError):
         self.report = report
 
 
-def desired_ports(xc: CrossConnectionSpec, side: Side, replicas: Iterable[NfReplica]) -> list[ReplicaPort]:
-    """The replica set of one side: replicas of the side's NF that have the side's interface.
+def desired_ports(
+    xc: CrossConnectionSpec,
+    side: Side,
+    replicas: Iterable[NfReplica],
+    topology: Topology | None = None,
+    errors: list[str] | None = None,
+) -> list[ReplicaPort]:
+    """The replica set of one side: replicas of the side's NF that have the side's interface, on
+    this node (their records name it) and, with a topology, on every other node (reached through
+    the tunnel at their node's address; one without an address is left out and reported in
+    `errors`: never a target that would black-hole).
 
     RUNNING -> ACTIVE, TERMINATING -> DRAINING, GONE -> LEAVING (a source only, until the replica
     leaves the picture: then its ports are removed); PENDING replicas are not listed. Sorted by
-    identity (the pod UID) so equal pictures give equal lists.
+    identity (the pod UID) so equal pictures give equal lists, on every node.
     """
+    replicas = list(replicas)
+    local = replicas if topology is None else [r for r in replicas if topology.is_local(r)]
     ports = [
         ReplicaPort(ifindex=record.host_ifindex, identity=replica.uid, state=_PHASE_TO_STATE[replica.phase])
-        for replica, record in side_ports(xc, side, replicas)
+        for replica, record in side_ports(xc, side, local)
         if replica.phase in _PHASE_TO_STATE
     ]
+    if topology is not None:
+        spec, name, side_index = xc.side(side), dataplane_name(xc), 0 if side == Side.A else 1
+        for replica in replicas:
+            if topology.is_local(replica) or replica.phase not in _PHASE_TO_STATE:
+                continue
+            if replica.nf != spec.nf or replica.namespace != xc.namespace:
+                continue
+            address = topology.nodes.get(replica.node)
+            if not address:
+                if errors is not None:
+                    errors.append(
+                        f"{name}: replica {replica.namespace}/{replica.pod_name} runs on node "
+                        f"{replica.node!r}, which has no address: left out of the tables until it has one"
+                    )
+                continue
+            ports.append(
+                ReplicaPort(
+                    ifindex=remote_key(name, side_index, replica.uid),
+                    identity=replica.uid,
+                    state=_PHASE_TO_STATE[replica.phase],
+                    remote=RemoteEndpoint(replica.node, address),
+                )
+            )
     return sorted(ports, key=lambda p: (p.identity, p.ifindex))
 
 
@@ -197,6 +242,7 @@ class Reconciler:
         self._neighbours: dict[tuple[str, Side], list[Neighbour]] = {}
         self._conflicts: list[str] = []
         self.last_report: ReconcileReport | None = None
+        self._tunnel: tuple[str | None, dict[str, str]] | None = None  # what set_tunnel/set_nodes got
 
     def reconcile(
         self,
@@ -204,11 +250,17 @@ class Reconciler:
         replicas: Iterable[NfReplica],
         *,
         chain_settings: ChainSettingsMap | None = None,
+        topology: Topology | None = None,
     ) -> ReconcileReport:
         """Apply the picture. Raises ReconcileError when a step failed (`report.failed`); conflicts
-        alone are only reported (in the returned report's `errors` and `conflicts`)."""
+        alone are only reported (in the returned report's `errors` and `conflicts`).
+
+        With a `topology`, replicas on other nodes become remote ports (reached through this node's
+        tunnel device) and the nodes' addresses are the only ones whose tunnel packets are taken."""
         report = ReconcileReport()
         started = time.perf_counter_ns()
+        if topology is not None:
+            self._apply_topology(report, topology)
         replicas = list(replicas)
         by_nf = replicas_by_nf(replicas)
         settings = _chain_settings(chain_settings)
@@ -247,8 +299,11 @@ class Reconciler:
             for side in Side:
                 held = self.dataplane.replicas(name, side) if name in existing else []
                 have[(name, side)] = sorted(held, key=lambda p: (p.identity, p.ifindex))
-                ports = desired_ports(xc, side, by_nf.get((xc.namespace, xc.side(side).nf), ()))
+                ports = desired_ports(
+                    xc, side, by_nf.get((xc.namespace, xc.side(side).nf), ()), topology, report.unplaced
+                )
                 want[(name, side)] = _apply_leaving(ports, have[(name, side)])
+        report.errors.extend(report.unplaced)
         self._settle_conflicts(report, want, have, _port_owners(replicas))
 
         for name, xc in specs.items():
@@ -276,6 +331,20 @@ class Reconciler:
     def forget(self) -> None:
         """Drop remembered neighbours (the data plane was destroyed under us)."""
         self._neighbours.clear()
+        self._tunnel = None
+
+    def _apply_topology(self, report: ReconcileReport, topology: Topology) -> None:
+        wanted = (topology.tunnel_device, dict(topology.nodes))
+        if self._tunnel == wanted:
+            return
+        try:
+            self._timed(report, "set_nodes", "nodes", self.dataplane.set_nodes, wanted[1])
+            self._timed(report, "set_tunnel", str(wanted[0]), self.dataplane.set_tunnel, wanted[0])
+        except Exception as exc:
+            log.exception("programming the tunnel failed")
+            report.errors.append(f"tunnel: {exc}")
+            return
+        self._tunnel = wanted
 
     # -- internals -------------------------------------------------------------------------------
 

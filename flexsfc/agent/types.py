@@ -4,8 +4,8 @@ Both front ends (the Kopf node-agent adapter and the local runtime) translate th
 these and call `flexsfc.agent.reconciler.Reconciler.reconcile(cross_connections, replicas)`.
 """
 
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from flexsfc.dataplane.naming import xc_key
@@ -36,9 +36,22 @@ class NfReplica:
     nf: str  # value of the flexsfc.io/network-function label
     phase: ReplicaPhase
     interfaces: tuple[AttachmentRecord, ...] = ()  # from flexsfc-cni, one per data-plane interface
+    node: str = ""  # the node it runs on; "" = this node (a single-node picture)
 
     def interface(self, ifname: str) -> AttachmentRecord | None:
         return next((rec for rec in self.interfaces if rec.ifname == ifname), None)
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Where this agent sits among the nodes: replicas on other nodes are reached through the tunnel."""
+
+    node: str  # this node's name
+    nodes: Mapping[str, str] = field(default_factory=dict)  # every node's name -> underlay IPv4 address
+    tunnel_device: str | None = None  # this node's VXLAN device (external, gbp); None: no tunnel
+
+    def is_local(self, replica: NfReplica) -> bool:
+        return replica.node in ("", self.node)
 
 
 def side_ports(

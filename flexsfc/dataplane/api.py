@@ -35,12 +35,27 @@ class RedirectMode(StrEnum):
 
 
 @dataclass(frozen=True)
-class ReplicaPort:
-    """One replica's interface on one side of a cross-connection, seen from the host."""
+class RemoteEndpoint:
+    """Where a replica on another node is reached: that node's end of the VXLAN underlay."""
 
-    ifindex: int  # host-side veth ifindex (in the host network namespace)
+    node: str  # node name (for status and messages)
+    address: str  # the node's underlay IPv4 address: the tunnel destination
+
+
+@dataclass(frozen=True)
+class ReplicaPort:
+    """One replica's interface on one side of a cross-connection, seen from the host.
+
+    A replica on another node has `remote` set; it is given with ifindex 0 and the data plane
+    returns it with a key of its own in `ifindex` (bit 31 set: never a real ifindex). Every node
+    orders a side's Maglev table by identity, local and remote replicas alike, so all nodes build
+    the same table: a remote replica's identity must be the one its own node gives the port.
+    """
+
+    ifindex: int  # host-side veth ifindex (in the host network namespace); remote: see above
     identity: str  # stable identity used to order the Maglev table (pod UID or name)
     state: ReplicaState = ReplicaState.ACTIVE
+    remote: RemoteEndpoint | None = None
 
 
 @dataclass(frozen=True)
@@ -169,6 +184,15 @@ class DataplaneWriter(Protocol):
 
     def set_neighbours(self, xc: str, side: Side, neighbours: list[Neighbour]) -> None:
         """Addresses of side `side`'s NF interface, answered in place for ARP/ND from the other side."""
+        ...
+
+    def set_tunnel(self, device: str | None) -> None:
+        """This node's VXLAN device (external mode, gbp; a name in the writer's network namespace):
+        remote replicas are reached through it, and the program runs at its ingress. None: none."""
+        ...
+
+    def set_nodes(self, nodes: Mapping[str, str]) -> None:
+        """Node name -> IPv4 address of every node whose tunnel packets are accepted."""
         ...
 
 

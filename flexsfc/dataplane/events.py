@@ -307,6 +307,15 @@ class EventStream:
         out, self._pending = self._pending, []
         return out
 
+    def hold(self) -> None:
+        """Keeps this reader's lease (the stream stays on) without consuming a record: the ring has one
+        consumer position, so two readers polling it split its records between them, and a reader
+        that yields to another one (the agent's flow history) must leave them all to it."""
+        if self._ring is None:
+            raise DataplaneError("event stream is closed")
+        if time.monotonic() - self._last_refresh >= REFRESH_SECONDS:
+            self._refresh()
+
     def drain(self) -> list[FlowEventRecord]:
         """Whatever is in the ring now, without waiting."""
         if self._ring is not None:

@@ -7,6 +7,7 @@ write (the node agent); readers may open the same pins concurrently.
 """
 
 import ctypes
+import socket
 from collections.abc import Mapping
 
 import numpy as np
@@ -18,6 +19,7 @@ from flexsfc.dataplane.api import (
     Neighbour,
     PortStats,
     RedirectMode,
+    RemoteEndpoint,
     ReplicaPort,
     ReplicaState,
     SessionEntry,
@@ -31,6 +33,7 @@ from flexsfc.dataplane.registry import XcLayout, XcRegistry
 from flexsfc.dataplane.sessions import SessionCounters, SweepReport, sweep
 from flexsfc.dataplane.stats import Counters, SessionReader
 from flexsfc.dataplane.tables import MaglevTables
+from flexsfc.dataplane.tunnels import TunnelTable, endpoint_address, keyed_replica
 from flexsfc.model.constants import (
     ALLOWED_MAGLEV_TABLE_SIZES,
     DEFAULT_MAGLEV_TABLE_SIZE,
@@ -98,6 +101,8 @@ class Dataplane:
             ).reshape(entries, ctypes.sizeof(maps.FlowCacheEntry) // 4)
             self._xcs = XcRegistry(self._pins)
             self._ports = PortTable(self._pins, ncpu)
+            self._tunnels = TunnelTable(self._pins)
+            self._remote_nodes: dict[int, str] = {}  # remote port key -> node name (status only)
             self._neighbours = NeighbourTable(self._pins)
             self._counters = Counters(self._pins, ncpu)
             self._sessions = SessionReader(self._pins)
@@ -129,6 +134,7 @@ class Dataplane:
         """
         self._xcs.refresh()
         self._ports.refresh()
+        self._tunnels.refresh()
         self._tables.forget()
         self._neighbours.refresh()
         self._ports.redirect_mode = self._config().redirect_mode
@@ -160,6 +166,8 @@ class Dataplane:
         self._ports.redirect_mode = wanted
         for port in self._ports:
             self._ports.attach(port)
+        if self._tunnels.device:
+            self._tunnels.attach(self._tunnels.device, wanted)
 
     @property
     def session_capacity(self) -> int:
@@ -240,6 +248,8 @@ class Dataplane:
     def set_replicas(self, xc: str, side: Side, replicas: list[ReplicaPort]) -> None:
         rec = self._xc(xc)
         side_i = _SIDE[Side(side)]
+        # Replicas on other nodes get their port key here (tunnels.remote_key).
+        replicas = [keyed_replica(rec.name, side_i, r, f"replicas[{i}]") for i, r in enumerate(replicas)]
         wanted = self._ports.validate(rec, side_i, replicas, self._xcs.name_of)
         current = dict(self._ports.of_side(rec.id, side_i))
 
@@ -249,9 +259,10 @@ class Dataplane:
                 if ifindex not in current:
                     self._ports.add(rec.id, side_i, replica)
                     added.append(ifindex)
+                    self._register_tunnel(rec.id, rec.name, side_i, replica)
         except BaseException:
             for ifindex in added:
-                self._ports.remove(ifindex)
+                self._remove_port(ifindex)
             raise
         for ifindex, replica in wanted.items():
             port = self._ports[ifindex]
@@ -259,7 +270,15 @@ class Dataplane:
             # listed as running or draining here; its veth is about to go (or gone).
             state = maps.PORT_LEAVING if self._ports.follow_leaving(port) else STATE[replica.state]
             if port.state != state or port.identity != replica.identity:
+                if port.identity != replica.identity:  # its tunnel ids derive from the identity
+                    self._tunnels.remove(port.slot, port.xc, port.side)
+                    self._register_tunnel(rec.id, rec.name, side_i, replica)
                 self._ports.update(port, state, replica.identity)
+            elif replica.remote is not None and endpoint_address(self._tunnels.endpoint(port.slot)) != (
+                replica.remote.address
+            ):  # the node's address changed
+                self._tunnels.remove(port.slot, port.xc, port.side)
+                self._register_tunnel(rec.id, rec.name, side_i, replica)
 
         active = sorted(
             (r.identity, r.ifindex)
@@ -271,7 +290,22 @@ class Dataplane:
         # Only once the new table is live: forget removed ports; their sessions re-hash lazily.
         for ifindex in current:
             if ifindex not in wanted:
-                self._ports.remove(ifindex)
+                self._remove_port(ifindex)
+
+    def _register_tunnel(self, xc_id: int, xc: str, side: int, replica: ReplicaPort) -> None:
+        slot = self._ports[replica.ifindex].slot
+        if replica.remote is None:
+            self._tunnels.add_local(slot, xc, side, replica.identity)
+        else:
+            self._tunnels.add_remote(slot, xc_id, xc, side, replica.identity, replica.remote.address)
+            self._remote_nodes[replica.ifindex] = replica.remote.node
+
+    def _remove_port(self, ifindex: int) -> None:
+        port = self._ports.get(ifindex)
+        self._ports.remove(ifindex)
+        if port is not None:  # after the slot is cleared: nothing reaches it through these any more
+            self._tunnels.remove(port.slot, port.xc, port.side)
+            self._remote_nodes.pop(ifindex, None)
 
     def replicas(self, xc: str, side: Side) -> list[ReplicaPort]:
         rec, side_i = self._xc(xc), _SIDE[Side(side)]
@@ -279,9 +313,47 @@ class Dataplane:
         for port in ports:
             self._ports.follow_leaving(port)
         return [
-            ReplicaPort(p.ifindex, p.identity, REPLICA_STATE[p.state])
+            ReplicaPort(p.ifindex, p.identity, REPLICA_STATE[p.state], self._remote(p.ifindex, p.slot))
             for p in sorted(ports, key=lambda p: p.identity)
         ]
+
+    def _remote(self, ifindex: int, slot: int) -> RemoteEndpoint | None:
+        if not ifindex & maps.REMOTE_PORT_BIT:
+            return None
+        address = endpoint_address(self._tunnels.endpoint(slot))
+        return RemoteEndpoint(self._remote_nodes.get(ifindex, ""), address)
+
+    # ---- multi-node ----------------------------------------------------------------------------------
+
+    def set_tunnel(self, device: str | None) -> None:
+        """Attach the program at ingress of this node's VXLAN device (external mode, gbp), named in
+        the caller's network namespace; None detaches it. Remote ports send through it."""
+        if device is None:
+            self._tunnels.detach()
+            return
+        try:
+            ifindex = socket.if_nametoindex(device)
+        except OSError:
+            raise ValueError(
+                f"tunnel device {device!r}: no such interface in this network namespace"
+            ) from None
+        self._tunnels.attach(ifindex, self._config().redirect_mode)
+
+    def set_nodes(self, nodes: Mapping[str, str]) -> None:
+        """Node name -> IPv4 address of every node whose tunnel packets are accepted."""
+        self._tunnels.set_nodes(nodes)
+
+    @property
+    def tunnel_device(self) -> int:
+        """ifindex of the VXLAN device the program is attached to (0: none)."""
+        return self._tunnels.device
+
+    def tunnel_nodes(self) -> set[str]:
+        return self._tunnels.nodes()
+
+    def tunnel_conflicts(self) -> list[str]:
+        """Tunnel id collisions met so far (ports that cannot be told apart across nodes)."""
+        return list(self._tunnels.conflicts)
 
     def maglev_table(self, xc: str, side: Side) -> list[int]:
         """The live lookup table of one side (host ifindexes), as the program sees it."""
@@ -316,6 +388,11 @@ class Dataplane:
         read as desired. Each port's slot, records and filter are checked against its record, and
         every side's table is rebuilt from the records and published when it differs."""
         repairs = self._ports.repair()
+        for port in self._ports:  # the tunnel entries of every port, rewritten (idempotent)
+            remote = self._remote(port.ifindex, port.slot)
+            self._tunnels.remove(port.slot, port.xc, port.side)
+            replica = ReplicaPort(port.ifindex, port.identity, remote=remote)
+            self._register_tunnel(port.xc, self._xcs.name_of(port.xc), port.side, replica)
         self._tables.forget()  # compare every live table with a fresh build, not with our memory
         for name in sorted(self._xcs.ids()):
             rec = self._xc(name)

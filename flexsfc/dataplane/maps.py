@@ -17,6 +17,7 @@ FLOW_CACHE_SIZE = 4096  # entries per CPU
 # A cached entry older than this (jiffies, since it last went through the session tables) is not used.
 FLOW_CACHE_REFRESH_JIFFIES = 64
 NAME_LEN = 256
+MAX_NODES = 1024  # nodes allowed to send tunnel packets
 
 FAMILY_ARP = 0
 FAMILY_V4 = 4
@@ -27,7 +28,10 @@ MODE_PEER = 0
 MODE_REDIRECT = 1
 # Filter tag (classid) layout, as the program reads it from skb->tc_classid.
 TAG_SLOT_MASK = 0x1FFF
+TAG_TUNNEL = 0x4000  # the filter at ingress of the node's VXLAN device
 TAG_PLAIN_REDIRECT = 0x8000
+# Port keys of replicas on other nodes (never a real ifindex): in `ports`, port slots and references.
+REMOTE_PORT_BIT = 0x80000000
 PORT_ACTIVE = 0
 PORT_DRAINING = 1
 PORT_LEAVING = 2  # a source only: its sessions re-hash, what its replica still sends gets out
@@ -62,10 +66,19 @@ MAP_NAMES = (
     "flow_events",
     "events_ctl",
     "events_cpu",
+    # Multi-node (bpf/lib/tunnel.h, flexsfc.dataplane.tunnels).
+    "tunnel_ports",
+    "tunnel_targets",
+    "tunnel_senders",
+    "tunnel_nodes",
+    "tunnel_device",
+    "tunnel_scratch",
 )
 # Ring buffers have no key or value: only their size (bytes) is mirrored.
 RING_BUFFERS = ("flow_events",)
 PROGRAM_NAME = "xconnect"
+# The program at ingress of the node's VXLAN device (multi-node); pinned before PROGRAM_NAME.
+TUNNEL_PROGRAM_NAME = "xtunnel"
 # Confirmed sessions inserted per xc by the program (per CPU), deleted per xc by the agent's sweep.
 SESSION_COUNTERS = ("session_counts", "session_reclaims")
 
@@ -84,6 +97,10 @@ class DropReason(IntEnum):
     FRAG_UNKNOWN = 4
     IPV6_EXT = 5
     ARP_UNSUPPORTED = 6
+    TUNNEL_UNKNOWN_NODE = 7  # a tunnel packet from an address that is no known node
+    TUNNEL_UNKNOWN_TARGET = 8  # a tunnel key naming no live local port (of the sender's xc)
+    TUNNEL_BAD_KEY = 9  # a tunnel packet without usable tunnel metadata
+    TUNNEL_SEND = 10  # a remote target whose tunnel endpoint is not programmed (yet)
 
 
 class Event(IntEnum):
@@ -99,6 +116,9 @@ class Event(IntEnum):
     SESSION_TABLE_FULL = 9  # a flow could not be confirmed, `sessions` was full (it stays unconfirmed)
     EVENTS_LOST = 10  # a flow event not written: the ring buffer was full (a reader too slow)
     EVENTS_SUPPRESSED = 11  # a drop event not written: over the CPU's drop budget (rate limit)
+    TUNNEL_SENT = 12  # a packet handed to the tunnel toward a replica on another node
+    TUNNEL_RECEIVED = 13  # a tunnel packet delivered to a local replica
+    TUNNEL_SENDER_UNKNOWN = 14  # delivered, its sender not known here yet: no session recorded
 
 
 class Config(ctypes.Structure):
@@ -320,6 +340,38 @@ class EventsCpu(ctypes.Structure):
     ]
 
 
+class TunnelPort(ctypes.Structure):
+    """`tunnel_ports` by slot: a remote port's endpoint, and every port's sender id."""
+
+    _fields_ = [
+        ("node", ctypes.c_uint32),  # IPv4, host order
+        ("vni", ctypes.c_uint32),
+        ("device", ctypes.c_uint32),
+        ("sender", ctypes.c_uint16),
+        ("pad", ctypes.c_uint16),
+    ]
+
+
+class TunnelSenderKey(ctypes.Structure):
+    _fields_ = [
+        ("node", ctypes.c_uint32),
+        ("xc", ctypes.c_uint32),
+        ("sender", ctypes.c_uint16),
+        ("side", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8),
+    ]
+
+
+class TunnelScratch(ctypes.Structure):
+    """Per-CPU scratch of the tunnel paths (never read here; mirrored for the contract)."""
+
+    _fields_ = [
+        ("tunnel_key", ctypes.c_uint32 * 12),
+        ("fresh", SessionValue),
+        ("key4", FlowKey4),
+    ]
+
+
 # (key, value) of every map as this code reads and writes them: checked against pinned maps on
 # reopen, so state pinned by an incompatible version is refused instead of misread.
 MAP_LAYOUTS: dict[str, tuple[type, type]] = {
@@ -346,6 +398,12 @@ MAP_LAYOUTS: dict[str, tuple[type, type]] = {
     "port_identity": (U32, Name),
     "events_ctl": (U32, EventsCtl),
     "events_cpu": (U32, EventsCpu),
+    "tunnel_ports": (U32, TunnelPort),
+    "tunnel_targets": (U32, U32),
+    "tunnel_senders": (TunnelSenderKey, U32),
+    "tunnel_nodes": (U32, U32),
+    "tunnel_device": (U32, U32),
+    "tunnel_scratch": (U32, TunnelScratch),
 }
 
 
@@ -373,6 +431,12 @@ MAP_CAPACITIES: dict[str, int] = {
     "session_reclaims": MAX_XC,
     "flow_events": FLOW_EVENTS_SIZE,
     "events_ctl": 1,
+    "tunnel_ports": MAX_PORTS,
+    "tunnel_targets": MAX_PORTS,
+    "tunnel_senders": MAX_PORTS,
+    "tunnel_nodes": MAX_NODES,
+    "tunnel_device": 1,
+    "tunnel_scratch": 1,
 }
 
 

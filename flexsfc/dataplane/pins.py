@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 TC_HANDLE = 0xF5C0
 TC_PRIORITY = 0x5C
 
-_PIN_NAMES = (*maps.MAP_NAMES, maps.PROGRAM_NAME)
+_PIN_NAMES = (*maps.MAP_NAMES, maps.TUNNEL_PROGRAM_NAME, maps.PROGRAM_NAME)
 # Session tables whose capacity is chosen at load: confirmed IPv4/ARP and IPv6, unconfirmed ditto.
 SESSION_TABLES = ("sessions", "sessions6", "unconfirmed", "unconfirmed6")
 # Pinned while an upgrade re-pins the session counters and tables (upgrade.py): present, the counters
@@ -154,6 +154,9 @@ class Pins:
                 pinned.append(name)
             cfg = maps.Config(seed=seed, redirect_mode=maps.MODE_PEER)
             libbpf.map_update(obj.map_fd("config"), maps.U32(0), cfg)
+            tunnel = _pin_path(self.pin_dir, maps.TUNNEL_PROGRAM_NAME)
+            libbpf.obj_pin(obj.program_fd(maps.TUNNEL_PROGRAM_NAME), tunnel)
+            pinned.append(maps.TUNNEL_PROGRAM_NAME)
             # The program pin goes last: its presence marks the state complete.
             libbpf.obj_pin(obj.program_fd(maps.PROGRAM_NAME), _pin_path(self.pin_dir, maps.PROGRAM_NAME))
         except BaseException:
@@ -183,7 +186,22 @@ def pinned_ports(pin_dir: str) -> list[int]:
     try:
         if libbpf.map_info(fd).key_size != ctypes.sizeof(maps.U32):
             return []  # pinned by another version: its filters go with its veths
-        return [key.value for key in libbpf.map_keys(fd, maps.U32)]
+        # Remote ports (replicas on other nodes) have no interface here.
+        return [key.value for key in libbpf.map_keys(fd, maps.U32) if not key.value & maps.REMOTE_PORT_BIT]
+    finally:
+        os.close(fd)
+
+
+def _pinned_tunnel_device(pin_dir: str) -> list[int]:
+    """The VXLAN device whose ingress runs the program (multi-node), if one is recorded."""
+    path = _pin_path(pin_dir, "tunnel_device")
+    if not os.path.exists(path):
+        return []
+    fd = libbpf.obj_get(path)
+    try:
+        device = maps.U32()
+        libbpf.map_lookup(fd, maps.U32(0), device)
+        return [device.value] if device.value else []
     finally:
         os.close(fd)
 
@@ -191,14 +209,16 @@ def pinned_ports(pin_dir: str) -> list[int]:
 def detach_all(ifindexes: Iterable[int]) -> None:
     """Remove our filter from these interfaces (in this thread's network namespace), if there."""
     for ifindex in ifindexes:
-        libbpf.tc_detach_ingress(ifindex, TC_HANDLE, TC_PRIORITY)
+        if not ifindex & maps.REMOTE_PORT_BIT:
+            libbpf.tc_detach_ingress(ifindex, TC_HANDLE, TC_PRIORITY)
 
 
 def destroy_pinned(pin_dir: str, ports: Iterable[int] | None = None) -> None:
     """Detach every port (those recorded in the pins unless `ports` is given) and remove all pinned
     state, without opening a data plane: what teardown paths need, also for an incomplete set."""
     detach_all(pinned_ports(pin_dir) if ports is None else ports)
-    for name in (maps.PROGRAM_NAME, *maps.MAP_NAMES, RECOUNT_MARK):
+    detach_all(_pinned_tunnel_device(pin_dir))
+    for name in (maps.PROGRAM_NAME, maps.TUNNEL_PROGRAM_NAME, *maps.MAP_NAMES, RECOUNT_MARK):
         unlink_pin(_pin_path(pin_dir, name))
     try:
         os.rmdir(pin_dir)

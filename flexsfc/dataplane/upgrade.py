@@ -55,6 +55,7 @@ DISPOSABLE = frozenset(
         "flow_events",
         "events_ctl",
         "events_cpu",
+        "tunnel_scratch",
     }
 )
 # The session counters count the entries of the confirmed tables: replaced, either goes with the other.
@@ -197,6 +198,8 @@ def _move_filters(pin_dir: str, opened: dict[str, int], prog_fd: int, report: Up
         if not libbpf.map_lookup(ports_fd, key, info):
             continue
         ifindex = key.value
+        if ifindex & maps.REMOTE_PORT_BIT:
+            continue  # a replica on another node: no filter here
         if libbpf.tc_query_ingress(ifindex, TC_HANDLE, TC_PRIORITY) is None:
             # No filter (its veth is gone, or a writer died before attaching it): nothing to move;
             # the agent's first pass attaches what should be there.
@@ -214,6 +217,24 @@ def _move_filters(pin_dir: str, opened: dict[str, int], prog_fd: int, report: Up
             report.ports_gone.append(ifindex)
             continue
         report.ports.append(ifindex)
+    _move_tunnel_filter(opened, prog_fd, cfg.redirect_mode, report)
+
+
+def _move_tunnel_filter(
+    opened: dict[str, int], prog_fd: int, redirect_mode: int, report: UpgradeReport
+) -> None:
+    """The filter at ingress of the node's VXLAN device (multi-node), when one is recorded."""
+    if "tunnel_device" not in opened:
+        return  # pinned by a version without the tunnel
+    device = maps.U32()
+    libbpf.map_lookup(opened["tunnel_device"], maps.U32(0), device)
+    if not device.value or libbpf.tc_query_ingress(device.value, TC_HANDLE, TC_PRIORITY) is None:
+        return
+    tag = maps.TAG_TUNNEL | (maps.TAG_PLAIN_REDIRECT if redirect_mode == maps.MODE_REDIRECT else 0)
+    tcfilter.attach_ingress(
+        device.value, prog_fd, handle=TC_HANDLE, priority=TC_PRIORITY, tag=tag, name=maps.PROGRAM_NAME,
+        prog_id=report.new_prog_id,
+    )  # fmt: skip
 
 
 def _repin(fd: int, path: str) -> None:

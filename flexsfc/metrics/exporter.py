@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from flexsfc.dataplane.api import DataplaneReader, PortStats, ReplicaState
+from flexsfc.dataplane.tunnels import is_remote_key
 from flexsfc.metrics.labels import PortLabel, PortLabels
 from flexsfc.model.types import Side
 
@@ -133,6 +134,8 @@ class DataplaneCollector(Collector):
         unknown = 0
         stats: dict[int, PortStats] = self.dataplane.port_stats()
         for ifindex, port in sorted(stats.items()):
+            if is_remote_key(ifindex):
+                continue  # a replica on another node: its own node exports its counters
             label = self.labels.port(ifindex)
             if label is None:
                 unknown += 1

@@ -49,3 +49,9 @@ DEFAULT_LOCAL_STATE_DIR: Final = "/run/flexsfc"
 
 # The node agent re-lists pods and CrossConnections this often: a DELETED event it missed heals then.
 DEFAULT_AGENT_RELIST_SECONDS = 60.0
+
+# Multi-node (docs/multinode.md): replicas on other nodes are reached through one VXLAN device per
+# node in external (collect_md) mode with the group-policy extension (the sender's identity).
+DEFAULT_TUNNEL_DEVICE: Final = "flexsfc-vx"
+DEFAULT_TUNNEL_PORT: Final = 4789  # IANA VXLAN; set another where the node's own overlay uses it
+TUNNEL_OVERHEAD: Final = 50  # bytes VXLAN over IPv4 adds: NF interfaces' MTU = underlay MTU - 50

@@ -17,6 +17,8 @@ class MemoryDataplane:
         self.sides: dict[tuple[str, Side], list[ReplicaPort]] = {}
         self.neigh: dict[tuple[str, Side], list[Neighbour]] = {}
         self.destroyed = False
+        self.tunnel: str | None = None
+        self.nodes: dict[str, str] = {}
 
     def ensure_xc(self, name: str, *, maglev_table_size: int | None = None) -> int:
         return self.xcs.setdefault(name, len(self.xcs) + 1)
@@ -35,6 +37,12 @@ class MemoryDataplane:
 
     def replicas(self, xc: str, side: Side) -> list[ReplicaPort]:
         return list(self.sides.get((xc, side), []))
+
+    def set_tunnel(self, device: str | None) -> None:
+        self.tunnel = device
+
+    def set_nodes(self, nodes: Mapping[str, str]) -> None:
+        self.nodes = dict(nodes)
 
     def set_neighbours(self, xc: str, side: Side, neighbours: list[Neighbour]) -> None:
         self.neigh[(xc, side)] = list(neighbours)

@@ -24,7 +24,8 @@
  *   neigh.h                      ARP and ND answering and learning;
  *   frag.h                       fragments;
  *   parse.h                      IPv4 and IPv6 (extension headers) up to L4;
- *   events.h                     the flow event stream (a ring buffer read by `flexsfc flows`).
+ *   events.h                     the flow event stream (a ring buffer read by `flexsfc flows`);
+ *   tunnel.h                     replicas on other nodes: VXLAN out and in (docs/multinode.md).
  *
  * Built with uapi + libbpf headers only (see flexsfc/dataplane/build.py, which rebuilds when any
  * file here changes).
@@ -42,6 +43,7 @@
 #include "lib/parse.h"
 #include "lib/ports.h"
 #include "lib/stats.h"
+#include "lib/tunnel.h"
 #include "lib/wire.h"
 
 /* The ingress port of an untagged filter (BPF_PROG_TEST_RUN cannot set a classid; a filter attached
@@ -63,6 +65,49 @@ static __always_inline int untagged_ingress(__u32 ifindex, struct ingress *in)
 	in->slot = info->slot;
 	in->mode = cfg->redirect_mode == MODE_REDIRECT ? MODE_REDIRECT : MODE_PEER;
 	return 1;
+}
+
+/* The IPv4 path of tunnel packets: inlined into xtunnel, its frame would sit under the deepest call
+ * chain (handle_ipv6 -> handle_fragment -> forward -> ...), which would no longer fit in 512 bytes. */
+static __noinline int handle_ipv4_tunnel(struct __sk_buff *skb, const struct ingress *in)
+{
+	return handle_ipv4(skb, in);
+}
+
+/* Parsed from L2 on: the same for local ports and the tunnel. */
+static __always_inline int dispatch(struct __sk_buff *skb, const struct ingress *in, int tunnel)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct eth_hdr *eth = data;
+	if ((void *)(eth + 1) > end)
+		return drop(DROP_MALFORMED);
+
+	switch (eth->proto) {
+	case bpf_htons(ETH_P_IP):
+		return tunnel ? handle_ipv4_tunnel(skb, in) : handle_ipv4(skb, in);
+	case bpf_htons(ETH_P_IPV6):
+		return handle_ipv6(skb, in);
+	case bpf_htons(ETH_P_ARP):
+		return handle_arp(skb, in);
+	default:
+		return drop(DROP_NOT_IP);
+	}
+}
+
+/* A packet at ingress of the node's VXLAN device (tunnel.h). */
+static __always_inline int tunnel_packet(struct __sk_buff *skb, __u32 tag)
+{
+	struct ingress in = {.mode = tag & TAG_PLAIN_REDIRECT ? MODE_REDIRECT : MODE_PEER};
+	int verdict = tunnel_ingress(skb, &in);
+	if (verdict != TUNNEL_PARSE)
+		return verdict;
+	struct port_slot *self = port_slot(in.slot); /* the sender's remote port, checked there */
+	if (!self)
+		return drop(DROP_UNKNOWN_PORT);
+	self->counters.from_packets += 1;
+	self->counters.from_bytes += skb->len;
+	return dispatch(skb, &in, 1);
 }
 
 static __always_inline int xconnect_packet(struct __sk_buff *skb)
@@ -87,23 +132,7 @@ static __always_inline int xconnect_packet(struct __sk_buff *skb)
 	in.side = self->side;
 	self->counters.from_packets += 1;
 	self->counters.from_bytes += skb->len;
-
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	struct eth_hdr *eth = data;
-	if ((void *)(eth + 1) > end)
-		return drop(DROP_MALFORMED);
-
-	switch (eth->proto) {
-	case bpf_htons(ETH_P_IP):
-		return handle_ipv4(skb, &in);
-	case bpf_htons(ETH_P_IPV6):
-		return handle_ipv6(skb, &in);
-	case bpf_htons(ETH_P_ARP):
-		return handle_arp(skb, &in);
-	default:
-		return drop(DROP_NOT_IP);
-	}
+	return dispatch(skb, &in, 0);
 }
 
 SEC("tc")
@@ -112,6 +141,18 @@ int xconnect(struct __sk_buff *skb)
 	int verdict = xconnect_packet(skb);
 	/* Every drop leaves here: its event (events.h) needs the packet, which drop() does not see.
 	 * Forwarded packets pay one compare of the verdict. */
+	if (verdict == TC_ACT_SHOT && events_maybe_on())
+		events_dropped(skb);
+	return verdict;
+}
+
+/* The program at ingress of the node's VXLAN device (multi-node, tunnel.h). A program of its own,
+ * not a branch of xconnect: the verifier bounds each program's deepest call chain to 512 bytes of
+ * stack, and the tunnel's frames on top of the local path's would not fit. */
+SEC("tc")
+int xtunnel(struct __sk_buff *skb)
+{
+	int verdict = tunnel_packet(skb, skb->tc_classid);
 	if (verdict == TC_ACT_SHOT && events_maybe_on())
 		events_dropped(skb);
 	return verdict;

@@ -63,6 +63,11 @@ class PortTable:
         self._free_slots = FreeIds(0, maps.MAX_PORTS, (p.slot for p in self._ports.values()))
         self._prog_id = libbpf.prog_id(self._pins.fd(maps.PROGRAM_NAME))
 
+    @property
+    def prog_id(self) -> int:
+        """Id of the pinned program the filters run."""
+        return self._prog_id
+
     def __len__(self) -> int:
         return len(self._ports)
 
@@ -116,7 +121,7 @@ class PortTable:
                     f"{field}.ifindex {replica.ifindex}: already a port of cross-connection "
                     f"{xc_name(owner.xc)!r} side {'AB'[owner.side]}; remove it there first"
                 )
-            if owner is None:
+            if owner is None and not replica.ifindex & maps.REMOTE_PORT_BIT:
                 try:
                     socket.if_indextoname(replica.ifindex)
                 except OSError:
@@ -175,6 +180,8 @@ class PortTable:
         self.attach(port)
 
     def attach(self, port: Port) -> None:
+        if port.ifindex & maps.REMOTE_PORT_BIT:
+            return  # a replica on another node: no interface here, reached through the tunnel
         tcfilter.attach_ingress(
             port.ifindex,
             self._pins.fd(maps.PROGRAM_NAME),
@@ -201,7 +208,8 @@ class PortTable:
         port.state, port.identity = state, identity
 
     def remove(self, ifindex: int) -> None:
-        libbpf.tc_detach_ingress(ifindex, TC_HANDLE, TC_PRIORITY)
+        if not ifindex & maps.REMOTE_PORT_BIT:
+            libbpf.tc_detach_ingress(ifindex, TC_HANDLE, TC_PRIORITY)
         port = self._ports.pop(ifindex, None)
         if port is not None:
             side_ports = self._side_ports.get((port.xc, port.side), {})
@@ -261,6 +269,8 @@ class PortTable:
 
     def _filter_ok(self, port: Port) -> bool:
         """Our filter sits on the port, runs this data plane's program, and carries the port's tag."""
+        if port.ifindex & maps.REMOTE_PORT_BIT:
+            return True
         if libbpf.tc_query_ingress(port.ifindex, TC_HANDLE, TC_PRIORITY) != self._prog_id:
             return False
         tag = tcfilter.ingress_tag(port.ifindex, handle=TC_HANDLE, priority=TC_PRIORITY)

@@ -9,11 +9,13 @@ import ipaddress
 import pytest
 
 from flexsfc.agent.reconciler import Reconciler, desired_neighbours
-from flexsfc.agent.types import NfReplica, ReplicaPhase
-from flexsfc.dataplane.api import Neighbour, ReplicaPort, ReplicaState
+from flexsfc.agent.types import NfReplica, ReplicaPhase, Topology
+from flexsfc.dataplane.api import Neighbour, RemoteEndpoint, ReplicaPort, ReplicaState
 from flexsfc.dataplane.naming import xc_key
+from flexsfc.dataplane.tunnels import remote_key
 from flexsfc.model.records import AttachmentRecord
 from flexsfc.model.types import ChainSettings, CrossConnectionSpec, Mode, Side, XcSide
+from flexsfc.testing.memory import MemoryDataplane
 
 
 class FakeDataplane:
@@ -276,3 +278,26 @@ def test_long_names_fit_the_registry_key_and_stay_distinct() -> None:
     assert xc_key("default", "c-nat-fw") == "default/c-nat-fw"
     with pytest.raises(ValueError):
         xc_key("", "x")
+
+
+def test_topology_lists_replicas_of_other_nodes_as_remote_and_programs_the_tunnel() -> None:
+
+    dp = MemoryDataplane()
+    topology = Topology("n1", {"n1": "10.250.0.1", "n2": "10.250.0.2"}, "flexsfc-vx")
+    here = _replica("u1", "fw", 11)
+    there = NfReplica("u2", "default", "u2", "fw", ReplicaPhase.RUNNING, node="n2")  # no records: not here
+    nowhere = NfReplica("u3", "default", "u3", "fw", ReplicaPhase.RUNNING, node="n3")  # n3 has no address
+    report = Reconciler(dp).reconcile(
+        [_xc()], [here, there, nowhere, _replica("u5", "nat", 21)], topology=topology
+    )
+    assert dp.sides[(XC, Side.B)] == [
+        ReplicaPort(11, "u1", ReplicaState.ACTIVE),
+        ReplicaPort(remote_key(XC, 1, "u2"), "u2", ReplicaState.ACTIVE, RemoteEndpoint("n2", "10.250.0.2")),
+    ]
+    assert dp.tunnel == "flexsfc-vx" and dp.nodes == {"n1": "10.250.0.1", "n2": "10.250.0.2"}
+    assert len(report.unplaced) == 1 and "'n3'" in report.unplaced[0] and not report.failed
+    # The same picture again changes nothing (remote ports compare equal).
+    again = Reconciler(dp).reconcile(
+        [_xc()], [here, there, nowhere, _replica("u5", "nat", 21)], topology=topology
+    )
+    assert again.sides_updated == []

@@ -25,6 +25,7 @@ enum xc_limits {
 	 * line with the tables. Jiffies because bpf_jiffies64() is inlined by the verifier: one load. */
 	FLOW_CACHE_REFRESH_JIFFIES = 64,
 	NAME_LEN = 256,          /* control-plane names (xc_registry keys, port_identity values), NUL padded */
+	MAX_NODES = 1024,        /* nodes allowed to send tunnel packets (tunnel.h) */
 };
 
 /* Session clock: last_seen (struct session_value) is bpf_ktime_get_coarse_ns() >> SESSION_CLOCK_SHIFT,
@@ -44,7 +45,15 @@ enum xc_session_flags {
  * the low bits (0 = untagged), the top bit asks for bpf_redirect instead of bpf_redirect_peer. */
 enum xc_tag {
 	TAG_SLOT_MASK = 0x1fff,
+	TAG_TUNNEL = 0x4000, /* the filter at ingress of the node's VXLAN device (tunnel.h) */
 	TAG_PLAIN_REDIRECT = 0x8000,
+};
+
+/* A replica on another node has a port slot like a local one; its port reference's ifindex is a
+ * key of the control plane's with this bit set (never a real ifindex), so one test of the target's
+ * ifindex tells a tunnel delivery from a local redirect (tunnel.h). */
+enum xc_remote {
+	REMOTE_PORT_BIT = (int)0x80000000,
 };
 _Static_assert(MAX_PORTS < TAG_SLOT_MASK, "every port slot + 1 must fit in the tag");
 
@@ -82,6 +91,10 @@ enum xc_drop_reason {
 	DROP_FRAG_UNKNOWN,     /* non-first fragment whose first fragment was never seen */
 	DROP_IPV6_EXT,         /* more IPv6 extension headers than we walk */
 	DROP_ARP_UNSUPPORTED,  /* ARP that is not Ethernet/IPv4 */
+	DROP_TUNNEL_UNKNOWN_NODE,   /* tunnel packet from an address that is no known node */
+	DROP_TUNNEL_UNKNOWN_TARGET, /* tunnel key naming no live local port (of the sender's xc) */
+	DROP_TUNNEL_BAD_KEY,        /* tunnel packet without usable tunnel metadata */
+	DROP_TUNNEL_SEND,           /* a remote target whose tunnel endpoint is not (yet) programmed */
 	DROP_MAX,
 };
 
@@ -100,6 +113,9 @@ enum xc_event {
 	EV_SESSION_TABLE_FULL,  /* a flow could not be confirmed, `sessions` was full: it stays unconfirmed */
 	EV_EVENTS_LOST,         /* a flow event not written: the ring buffer was full (events.h) */
 	EV_EVENTS_SUPPRESSED,   /* a drop event not written: over this CPU's drop budget (events.h) */
+	EV_TUNNEL_SENT,         /* a packet handed to the tunnel, toward a replica on another node */
+	EV_TUNNEL_RECEIVED,     /* a tunnel packet delivered to a local replica */
+	EV_TUNNEL_SENDER_UNKNOWN, /* delivered, but its sender is not known here yet: no session recorded */
 	EV_MAX,
 };
 
@@ -113,6 +129,7 @@ enum xc_event {
 struct xc_contract {
 	enum xc_limits limits;
 	enum xc_tag tag;
+	enum xc_remote remote;
 	enum xc_side side;
 	enum xc_redirect_mode redirect_mode;
 	enum xc_port_state port_state;

@@ -45,7 +45,9 @@ static __noinline int handle_fragment(struct __sk_buff *skb, const struct ingres
 		__builtin_memcpy(fk.dst, ip6->daddr, 16);
 	}
 	if (id_first & 1)
-		return forward(skb, key, in, &fk);
+		return forward_packet(skb, key, in, &fk);
+	if (in->target) /* from the tunnel: the sending node followed the first fragment already */
+		return tunnel_deliver(skb, 0, in);
 
 	struct port_ref *seen = bpf_map_lookup_elem(&frags, &fk);
 	if (!seen)
@@ -56,7 +58,7 @@ static __noinline int handle_fragment(struct __sk_buff *skb, const struct ingres
 		return drop(DROP_FRAG_UNKNOWN);
 	count_to(dst, skb->len, 0);
 	count_event(EV_FRAG_FOLLOWED);
-	return redirect_to(target.ifindex, in->mode);
+	return deliver(skb, target.ifindex, target.slot, in);
 }
 
 #endif /* XC_FRAG_H */

@@ -198,7 +198,7 @@ static __noinline int follow_icmp_error(struct __sk_buff *skb, const struct ingr
 	count_to(dst, skb->len, 0);
 	count_event(EV_ICMP_ERROR_FOLLOWED);
 	events_session(EVENT_WHAT(FLOW_EV_ICMP_ERROR, in->side, in->slot), &key, &s->pair, skb->ifindex, &target);
-	return redirect_to(target.ifindex, in->mode);
+	return deliver(skb, target.ifindex, target.slot, in);
 }
 
 #endif /* XC_ICMP_H */

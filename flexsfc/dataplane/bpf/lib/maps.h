@@ -173,6 +173,53 @@ struct {
 	__type(value, __u64);
 } events SEC(".maps");
 
+/* Multi-node (tunnel.h): per slot, a remote port's tunnel endpoint and every port's sender id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_PORTS);
+	__type(key, __u32);
+	__type(value, struct tunnel_port);
+} tunnel_ports SEC(".maps");
+
+/* Tunnel id (VNI) -> slot of the local port it names. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_PORTS);
+	__type(key, __u32);
+	__type(value, __u32);
+} tunnel_targets SEC(".maps");
+
+/* (node, xc, sender id, side) -> slot of this node's remote port for that sender. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_PORTS);
+	__type(key, struct tunnel_sender_key);
+	__type(value, __u32);
+} tunnel_senders SEC(".maps");
+
+/* Addresses (host order) of the nodes allowed to send tunnel packets; the value is unused. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_NODES);
+	__type(key, __u32);
+	__type(value, __u32);
+} tunnel_nodes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tunnel_scratch);
+} tunnel_scratch SEC(".maps");
+
+/* [0]: ifindex of the node's VXLAN device (control plane only: teardown and upgrades find it). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} tunnel_device SEC(".maps");
+
 /* Control-plane state, pinned with the rest so a restarted agent finds it again; the program never
  * reads these two. */
 struct {

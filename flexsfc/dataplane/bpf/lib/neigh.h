@@ -75,7 +75,8 @@ static __noinline int handle_arp(struct __sk_buff *skb, const struct ingress *in
 	__builtin_memcpy(&tpa, arp->tpa, 4);
 	__u8 other = in->side ^ 1;
 
-	if (arp->op == bpf_htons(ARPOP_REQUEST) && spa != tpa) {
+	/* Not for tunnel packets: the sending node answers its replicas' requests itself. */
+	if (!in->target && arp->op == bpf_htons(ARPOP_REQUEST) && spa != tpa) {
 		struct neigh_val *n = find_neighbour(in->xc, other, FAMILY_V4, &tpa, 1);
 		if (n) {
 			/* Answer in place and send it back where it came from. */
@@ -101,7 +102,7 @@ static __noinline int handle_arp(struct __sk_buff *skb, const struct ingress *in
 	/* Learned fallback: the conversation (sender, target) goes to one replica like a flow. */
 	struct flow_key key = {.xc = in->xc, .family = FAMILY_ARP};
 	set_endpoints(&key, &spa, 0, &tpa, 0, 1);
-	return forward(skb, &key, in, 0);
+	return forward_packet(skb, &key, in, 0);
 }
 
 /* Answers a neighbour solicitation for the other side's address with a neighbour advertisement,

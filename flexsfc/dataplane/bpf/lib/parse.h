@@ -31,7 +31,7 @@ static __always_inline int handle_ipv4(struct __sk_buff *skb, const struct ingre
 	 * the rest itself, so that nothing but the packet pointers stays alive across the call (the
 	 * entry point's frame is on the deepest call chain: xconnect -> handle_ipv6 ->
 	 * handle_fragment -> forward -> flow_hash). */
-	if (ip->protocol == IPPROTO_ICMP && maybe_icmp_error(ip, end)) {
+	if (ip->protocol == IPPROTO_ICMP && !in->target && maybe_icmp_error(ip, end)) {
 		int verdict = follow_icmp_error(skb, in, FAMILY_V4);
 		if (verdict != ICMP_ERROR_UNMATCHED)
 			return verdict;
@@ -56,7 +56,7 @@ static __always_inline int handle_ipv4(struct __sk_buff *skb, const struct ingre
 	}
 	set_endpoints(&key, &saddr, sport, &daddr, dport, 1);
 	if (!fragmented)
-		return forward(skb, &key, in, 0);
+		return forward_packet(skb, &key, in, 0);
 
 	return handle_fragment(skb, in, &key, (__u64)ip->id << 1 | first);
 }
@@ -116,7 +116,7 @@ static __noinline int handle_ipv6(struct __sk_buff *skb, const struct ingress *i
 			return drop(DROP_MALFORMED);
 		sport = l4[0];
 		dport = l4[1];
-	} else if (!extended && nh == IPPROTO_ICMPV6) {
+	} else if (!extended && nh == IPPROTO_ICMPV6 && !in->target) {
 		/* ICMPv6 errors are followed when the ICMPv6 header comes right after the IPv6 header,
 		 * as routers and hosts send them: follow_icmp_error finds it at a constant offset, and
 		 * this subprogram (on the deepest call chain too) keeps no offset alive through the walk. */
@@ -127,13 +127,13 @@ static __noinline int handle_ipv6(struct __sk_buff *skb, const struct ingress *i
 				return verdict;
 		} else if ((void *)(nd + 1) <= end && (nd->type == ICMPV6_NS || nd->type == ICMPV6_NA)) {
 			int verdict = handle_nd(skb, in, &key);
-			return verdict == ND_NOT_ANSWERED ? forward(skb, &key, in, 0) : verdict;
+			return verdict == ND_NOT_ANSWERED ? forward_packet(skb, &key, in, 0) : verdict;
 		}
 	}
 
 	set_endpoints(&key, ip6->saddr, sport, ip6->daddr, dport, 4);
 	if (!fragmented)
-		return forward(skb, &key, in, 0);
+		return forward_packet(skb, &key, in, 0);
 
 	return handle_fragment(skb, in, &key, (__u64)frag_id << 1 | first);
 }

@@ -17,7 +17,10 @@ struct ingress {
 	__u32 slot;
 	__u8 side;
 	__u8 mode; /* MODE_PEER or MODE_REDIRECT */
-	__u16 pad;
+	/* From the tunnel (tunnel.h): slot + 1 of the local port the sending node chose, 0 otherwise;
+	 * `slot` is then this node's remote port of the sender. A 16-bit field, not a wider one: this
+	 * struct sits in the entry point's frame, on the deepest call chain. */
+	__u16 target;
 };
 
 static __always_inline int redirect_to(__u32 ifindex, __u8 mode)

@@ -15,6 +15,7 @@
 #include "maps.h"
 #include "ports.h"
 #include "stats.h"
+#include "tunnel.h"
 #include "wire.h"
 
 /* Orders (addr, port) endpoints so both directions of a conversation build the same key. */
@@ -220,6 +221,89 @@ static __always_inline int choose_target(void *confirmed, void *unconfirmed, con
 	return CHOSEN_NEW | CHOSEN_UNCONFIRMED;
 }
 
+/* The session of a packet that came through the tunnel: the sending node chose both ports, so this
+ * node's entry takes them (a reply then goes back to the very replica that sent). Two live replicas
+ * of the sender's side with one flow key (a collision, as in choose_target) leave the entry as it is. */
+static __always_inline void record_tunnel_session(void *confirmed, void *unconfirmed, const void *session_key,
+						  __u32 xc, __u8 src_side, int ports,
+						  const struct port_ref *sender, const struct port_ref *target)
+{
+	struct session_value *s = bpf_map_lookup_elem(confirmed, session_key);
+	int pending = 0;
+	if (!s) {
+		s = bpf_map_lookup_elem(unconfirmed, session_key);
+		pending = s != 0;
+	}
+	if (s) {
+		struct port_ref *here = &s->pair.side[src_side & 1];
+		struct port_ref *there = &s->pair.side[(src_side ^ 1) & 1];
+		if (here->ifindex != sender->ifindex || here->slot != sender->slot) {
+			if (ports && ref_live(here, xc, src_side)) {
+				count_event(EV_SESSION_COLLISION);
+				return;
+			}
+			*here = *sender;
+		}
+		if (there->ifindex != target->ifindex || there->slot != target->slot)
+			*there = *target;
+		if (pending) {
+			if (src_side != s->origin)
+				confirm(confirmed, unconfirmed, session_key, s, xc);
+		} else {
+			__u32 now = session_clock();
+			if (s->last_seen != now)
+				s->last_seen = now;
+		}
+		return;
+	}
+	__u32 zero = 0;
+	struct tunnel_scratch *scratch = bpf_map_lookup_elem(&tunnel_scratch, &zero);
+	if (!scratch)
+		return;
+	struct session_value *fresh = &scratch->fresh;
+	__builtin_memset(fresh, 0, sizeof(*fresh));
+	fresh->last_seen = session_clock();
+	fresh->origin = src_side;
+	set_pair(&fresh->pair, src_side, sender, target);
+	bpf_map_update_elem(unconfirmed, session_key, fresh, BPF_NOEXIST);
+}
+
+/* Delivers a tunnel packet of a known sender (tunnel_ingress) to the local port it names, and
+ * records its session. `key` is 0 for packets without a flow (later fragments, ARP). */
+static __noinline int tunnel_deliver(struct __sk_buff *skb, const struct flow_key *key, const struct ingress *in)
+{
+	struct port_slot *from = port_slot(in->slot);
+	struct port_ref target = {.slot = (__u32)in->target - 1};
+	struct port_slot *dst = tunnel_target(target.slot);
+	if (!from || !dst || dst->xc != in->xc || dst->side != (in->side ^ 1))
+		return drop(DROP_TUNNEL_UNKNOWN_TARGET);
+	struct port_ref sender = {.ifindex = from->ifindex, .slot = in->slot};
+	target.ifindex = dst->ifindex;
+	if (key && key->family == FAMILY_V6) {
+		record_tunnel_session(&sessions6, &unconfirmed6, key, key->xc, in->side, has_ports(key->proto),
+				      &sender, &target);
+	} else if (key) {
+		__u32 zero = 0;
+		struct tunnel_scratch *scratch = bpf_map_lookup_elem(&tunnel_scratch, &zero);
+		if (!scratch)
+			return drop(DROP_TUNNEL_UNKNOWN_TARGET);
+		struct flow_key4 *key4 = &scratch->key4;
+		key4->xc = key->xc;
+		key4->proto = key->proto;
+		key4->family = key->family;
+		key4->pad = 0;
+		key4->addr_lo = key->addr_lo[0];
+		key4->addr_hi = key->addr_hi[0];
+		key4->port_lo = key->port_lo;
+		key4->port_hi = key->port_hi;
+		record_tunnel_session(&sessions, &unconfirmed, key4, key->xc, in->side, has_ports(key->proto),
+				      &sender, &target);
+	}
+	count_event(EV_TUNNEL_RECEIVED);
+	count_to(dst, skb->len, 0);
+	return redirect_to(target.ifindex, in->mode);
+}
+
 /* One shared copy of the session logic for every path (IPv4, IPv6, ARP, ND, first fragments): a
  * subprogram keeps the JIT image small (~11 KB instead of ~36 KB with everything inlined) and each
  * call chain within the 512-byte combined stack, for a call's few ns. IPv4 and ARP sessions use the
@@ -236,7 +320,8 @@ static __noinline int forward(struct __sk_buff *skb, struct flow_key *key, const
 		struct port_slot *dst = flow_cache_hit(cached, key, in->side, &ingress);
 		if (dst) {
 			count_to(dst, skb->len, 0);
-			return redirect_to(cached->session.side[(in->side ^ 1) & 1].ifindex, in->mode);
+			const struct port_ref *there = &cached->session.side[(in->side ^ 1) & 1];
+			return deliver(skb, there->ifindex, there->slot, in);
 		}
 	}
 	if (key->family == FAMILY_V6) {
@@ -273,7 +358,18 @@ static __noinline int forward(struct __sk_buff *skb, struct flow_key *key, const
 		return drop(reason);
 	if (first_fragment)
 		bpf_map_update_elem(&frags, first_fragment, &target, BPF_ANY);
-	return redirect_to(target.ifindex, in->mode);
+	return deliver(skb, target.ifindex, target.slot, in);
+}
+
+/* A parsed packet to its destination: the port a tunnel packet names (from tunnel_ingress), else the
+ * session logic. The tunnel path is called here, not from forward(): below forward() its frame would
+ * not fit in the deepest call chain's 512 bytes of stack. */
+static __always_inline int forward_packet(struct __sk_buff *skb, struct flow_key *key, const struct ingress *in,
+					  struct frag_key *first_fragment)
+{
+	if (in->target)
+		return tunnel_deliver(skb, key, in);
+	return forward(skb, key, in, first_fragment);
 }
 
 #endif /* XC_SESSION_H */

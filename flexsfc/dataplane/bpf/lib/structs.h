@@ -134,6 +134,35 @@ struct flow_cache_entry {
 };
 _Static_assert(sizeof(struct flow_cache_entry) == 64, "one cache line per entry");
 
+/* Tunnel endpoints of the port in slot i (`tunnel_ports`, an array by slot). A remote port: the node
+ * and VNI that reach it, and the VXLAN device. Every port: the 16-bit identity it is known by as a
+ * sender (the VXLAN group-policy field), so the receiving node finds its own reference to it. */
+struct tunnel_port {
+	__u32 node;     /* remote: the node's IPv4 address, host order (bpf_tunnel_key.remote_ipv4) */
+	__u32 vni;      /* remote: the target's tunnel id on its node (tunnel_targets there) */
+	__u32 device;   /* remote: ifindex of this node's VXLAN device */
+	__u16 sender;   /* the port's identity as a sender (remote ports: the one its node sends) */
+	__u16 pad;
+};
+
+/* Key of `tunnel_senders`: a sender as a receiving node sees it. */
+struct tunnel_sender_key {
+	__u32 node; /* outer source address, host order */
+	__u32 xc;   /* this node's id of the cross-connection (the target's) */
+	__u16 sender;
+	__u8 side;  /* the sender's side */
+	__u8 pad;
+};
+
+/* Per-CPU scratch of the tunnel paths (`tunnel_scratch`): they sit at the end of the deepest call
+ * chain (xconnect -> handle_ipv6 -> handle_fragment -> forward -> tunnel_*), whose frames together
+ * must fit in 512 bytes; these would not. */
+struct tunnel_scratch {
+	__u32 tunnel_key[12]; /* a struct bpf_tunnel_key (44 bytes) */
+	struct session_value fresh;
+	struct flow_key4 key4;
+};
+
 /* Value of xc_registry: control-plane state only, the program never reads it. */
 struct xc_record {
 	__u32 id;
