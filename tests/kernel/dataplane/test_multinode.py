@@ -16,7 +16,7 @@ import pytest
 from dp_traffic import UDP_PORT, ReplicaServer, UdpFlows, configure, family_of, resolve
 from pyroute2 import IPRoute
 
-from flexsfc.dataplane.api import Neighbour
+from flexsfc.dataplane.api import Neighbour, ReplicaState
 from flexsfc.dataplane.tunnels import tunnel_vni
 from flexsfc.model.constants import DEFAULT_TUNNEL_PORT
 from flexsfc.model.types import Side
@@ -248,3 +248,27 @@ def test_spoofed_tunnel_packets_cannot_reach_replicas() -> None:
         drops = node2.dp.drop_stats()
         assert drops["tunnel_unknown_node"] == 5 and drops["tunnel_unknown_target"] == 5, drops
         assert sum(c.running["s2"].received.values()) == received_before
+
+
+def test_a_target_leaving_on_its_node_is_replaced_there_before_the_sender_hears() -> None:
+    """node2 marks s2 leaving (its pod's CNI DEL) while node1 still lists it: node1 keeps sending s2's
+    flows to node2, which re-hashes them to another replica instead of delivering into the pod being
+    deleted. Not one datagram is lost; only s2's flows move."""
+    servers = {"s1": "node1", "s2": "node2", "s3": "node2"}
+    with (
+        chain(2, servers, {"c": "node1"}) as c,
+        udp_flows(c.clients["c"].netns, c.server_ip, 90, "m") as (
+            flows,
+            ids,
+        ),
+    ):
+        assert flows.round(ids) == 0
+        before = {f: flows.replica_of(f) for f in ids}
+        c.servers["s2"].state = ReplicaState.LEAVING
+        c.lab.program(XC, Side.B, list(c.servers.values()), only=("node2",))
+        for _ in range(3):
+            assert flows.round(ids) == 0
+        moved = [f for f in ids if before[f] == "s2"]
+        assert moved
+        assert all(flows.replicas[f] == {before[f]} for f in ids if before[f] != "s2")
+        assert all(flows.replicas[f] - {"s2"} for f in moved)

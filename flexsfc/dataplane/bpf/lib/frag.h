@@ -46,7 +46,7 @@ static __noinline int handle_fragment(struct __sk_buff *skb, const struct ingres
 	}
 	if (id_first & 1)
 		return forward_packet(skb, key, in, &fk);
-	if (in->target) /* from the tunnel: the sending node followed the first fragment already */
+	if (in->target & INGRESS_TARGET) /* from the tunnel: the sender followed the first fragment */
 		return tunnel_deliver(skb, 0, in);
 
 	struct port_ref *seen = bpf_map_lookup_elem(&frags, &fk);

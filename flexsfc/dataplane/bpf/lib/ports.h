@@ -17,11 +17,15 @@ struct ingress {
 	__u32 slot;
 	__u8 side;
 	__u8 mode; /* MODE_PEER or MODE_REDIRECT */
-	/* From the tunnel (tunnel.h): slot + 1 of the local port the sending node chose, 0 otherwise;
-	 * `slot` is then this node's remote port of the sender. A 16-bit field, not a wider one: this
-	 * struct sits in the entry point's frame, on the deepest call chain. */
+	/* From the tunnel (tunnel.h), else 0: slot + 1 of the local port the sending node chose
+	 * (INGRESS_TARGET), or INGRESS_REHASH when that port is leaving; `slot` is then this node's
+	 * remote port of the sender. 16 bits, not more: this struct sits in the entry point's frame, on
+	 * the deepest call chain. */
 	__u16 target;
 };
+
+#define INGRESS_TARGET 0x7fff
+#define INGRESS_REHASH 0x8000
 
 static __always_inline int redirect_to(__u32 ifindex, __u8 mode)
 {

@@ -273,7 +273,7 @@ static __always_inline void record_tunnel_session(void *confirmed, void *unconfi
 static __noinline int tunnel_deliver(struct __sk_buff *skb, const struct flow_key *key, const struct ingress *in)
 {
 	struct port_slot *from = port_slot(in->slot);
-	struct port_ref target = {.slot = (__u32)in->target - 1};
+	struct port_ref target = {.slot = (__u32)(in->target & INGRESS_TARGET) - 1};
 	struct port_slot *dst = tunnel_target(target.slot);
 	if (!from || !dst || dst->xc != in->xc || dst->side != (in->side ^ 1))
 		return drop(DROP_TUNNEL_UNKNOWN_TARGET);
@@ -312,7 +312,17 @@ static __noinline int forward(struct __sk_buff *skb, struct flow_key *key, const
 			      struct frag_key *first_fragment)
 {
 	__u32 reason = DROP_NO_REPLICA;
-	struct port_ref ingress = {.ifindex = skb->ifindex, .slot = in->slot};
+	__u32 ingress_ifindex = skb->ifindex;
+	/* Keeps the compiler from selecting between the two pointers and loading once: the verifier
+	 * refuses a load through a modified context pointer. */
+	barrier_var(ingress_ifindex);
+	if (in->target) { /* a re-hashed tunnel packet: the ingress is the sender's remote port */
+		struct port_slot *sender = port_slot(in->slot);
+		if (!sender)
+			return drop(DROP_TUNNEL_UNKNOWN_TARGET);
+		ingress_ifindex = sender->ifindex;
+	}
+	struct port_ref ingress = {.ifindex = ingress_ifindex, .slot = in->slot};
 	struct port_ref target;
 	int found;
 	struct flow_cache_entry *cached = first_fragment ? 0 : flow_cache_entry(key);
@@ -367,7 +377,7 @@ static __noinline int forward(struct __sk_buff *skb, struct flow_key *key, const
 static __always_inline int forward_packet(struct __sk_buff *skb, struct flow_key *key, const struct ingress *in,
 					  struct frag_key *first_fragment)
 {
-	if (in->target)
+	if (in->target & INGRESS_TARGET)
 		return tunnel_deliver(skb, key, in);
 	return forward(skb, key, in, first_fragment);
 }

@@ -111,7 +111,9 @@ static __noinline int tunnel_ingress(struct __sk_buff *skb, struct ingress *in)
 			in->xc = t->xc;
 			in->side = t->side ^ 1;
 			in->slot = *sender;
-			in->target = (__u16)(slot + 1);
+			/* A target leaving (its pod is being deleted; the sending node has not heard yet):
+			 * this node picks another replica for the flow, as for a local leaving port. */
+			in->target = t->state == PORT_LEAVING ? INGRESS_REHASH : (__u16)(slot + 1);
 			return TUNNEL_PARSE;
 		}
 	}
