@@ -13,6 +13,7 @@ COMMANDS: dict[str, str] = {
     "status": "flexsfc.cli.runtime_status:status",
     "exec": "flexsfc.cli.runtime_pods:exec_",
     "logs": "flexsfc.cli.runtime_pods:logs",
+    "node": "flexsfc.cli.runtime_nodes:node",
     "demo": "flexsfc.cli.demo:demo",
     "autoscale": "flexsfc.cli.autoscale:autoscale",
     "bench": "flexsfc.cli.bench:bench",

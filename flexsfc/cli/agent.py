@@ -5,7 +5,8 @@ plugin's logic in-process: flexsfc.cni.dispatch), replays the shim's DEL queue w
 the pinned data plane open (creating it when absent) and, when asked, serves its Prometheus metrics.
 Every default is the node's flexsfc-cni configuration (/etc/flexsfc/cni.conf, FLEXSFC_CNI_* variables;
 docs/cni.md), so the shim and this agent agree without options. The cluster's agent is
-`flexsfc operator agent`.
+`flexsfc operator agent`. With `--node NAME --control PATH` it also reconciles the cluster picture a
+front end pushes to PATH (flexsfc.cli.agent_control; the local runtime's simulated nodes).
 """
 
 import logging
@@ -15,7 +16,7 @@ from typing import Any
 
 import click
 
-from flexsfc.model.constants import DEFAULT_SESSION_CAPACITY
+from flexsfc.model.constants import DEFAULT_SESSION_CAPACITY, DEFAULT_TUNNEL_DEVICE, DEFAULT_TUNNEL_PORT
 
 
 @click.command()
@@ -46,6 +47,33 @@ from flexsfc.model.constants import DEFAULT_SESSION_CAPACITY
     "--metrics-port", type=int, default=0, show_default=True, help="Serve /metrics on PORT (0: off)."
 )
 @click.option("--metrics-addr", default="127.0.0.1", show_default=True, help="Address /metrics binds.")
+@click.option(
+    "--flow-history",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Keep the last N flow events for `flexsfc flows --last` (0: off; on, the event stream is on).",
+)
+@click.option("--flows-socket", help="Serve the flow history here [flows.sock next to the CNI socket].")
+@click.option("--node", "node_name", help="This node's name (with --control: the picture names nodes).")
+@click.option(
+    "--control",
+    help="Serve a control socket here and reconcile the cluster picture pushed to it "
+    "(flexsfc.agent.picture; the local runtime's simulated nodes).",
+)
+@click.option(
+    "--tunnel-device",
+    default=DEFAULT_TUNNEL_DEVICE,
+    show_default=True,
+    help="With --control: the node's VXLAN device.",
+)
+@click.option(
+    "--tunnel-port",
+    type=int,
+    default=DEFAULT_TUNNEL_PORT,
+    show_default=True,
+    help="With --control: the VXLAN device's UDP port.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging (one line per CNI call).")
 def agent(
     local: bool,
@@ -58,11 +86,21 @@ def agent(
     session_capacity: int,
     metrics_port: int,
     metrics_addr: str,
+    flow_history: int,
+    flows_socket: str | None,
+    node_name: str | None,
+    control: str | None,
+    tunnel_device: str,
+    tunnel_port: int,
     verbose: bool,
 ) -> None:
     """The node agent: CNI socket for the flexsfc-cni shim, pinned data plane, metrics."""
     if not local:
         raise click.UsageError("only --local is implemented here; on Kubernetes run `flexsfc operator agent`")
+    if flow_history and not dataplane:
+        raise click.UsageError("--flow-history reads the data plane's events: drop --no-dataplane")
+    if control and (not node_name or not dataplane):
+        raise click.UsageError("--control needs --node NAME and the data plane (drop --no-dataplane)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if verbose:
         logging.getLogger("flexsfc.agent.cni_server").setLevel(logging.DEBUG)
@@ -89,6 +127,8 @@ def agent(
 
     opened: Any = None
     metrics: Any = None
+    plane: Any = None
+    history: Any = None
     server = CniServer(
         socket_path or settings.socket,
         functools.partial(handle, node=node),
@@ -107,8 +147,26 @@ def agent(
 
                 # No chains are known here: ports are exported unlabelled (drops, sessions, totals).
                 metrics = Exporter.create(opened, PortIndex()).serve(metrics_port, metrics_addr)
+            if flow_history:
+                from flexsfc.agent import flow_history as fh
+
+                history_socket = flows_socket or fh.default_socket(server.socket_path)
+                history = fh.serve(history_socket, node.pin_dir, flow_history)
+        if control:
+            from flexsfc.cli.agent_control import ControlPlane
+
+            plane = ControlPlane(
+                opened,
+                node=str(node_name),
+                control=control,
+                state_dir=node.state_dir,
+                tunnel_device=tunnel_device,
+                tunnel_port=tunnel_port,
+            )
+            plane.start()
         server.start()
         where = f", metrics on http://{metrics_addr}:{metrics.port}/metrics" if metrics else ""
+        where += f", last {flow_history} flow events on {history.path}" if history else ""
         click.echo(
             f"flexsfc agent: serving CNI on {server.socket_path} (state {node.state_dir}, "
             f"data plane {node.pin_dir if opened else 'off'}{where})",
@@ -116,6 +174,10 @@ def agent(
         stop.wait()
     finally:
         server.stop()
+        if plane is not None:
+            plane.stop()
+        if history is not None:
+            history.stop()
         if metrics is not None:
             metrics.close()
         if opened is not None:

@@ -37,6 +37,13 @@ def default_example() -> Path:
 @click.option("--scale-to", default=3, show_default=True, type=click.IntRange(2, 16))
 @click.option("--state-dir", default=DEMO_STATE_DIR, show_default=True)
 @click.option(
+    "--nodes",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 16),
+    help="Simulated nodes the chain's replicas spread over (flexsfc up --nodes; docs/multinode.md).",
+)
+@click.option(
     "--keep", is_flag=True, help="Leave the chain running (then: flexsfc down --state-dir /run/flexsfc/demo)."
 )
 @click.option(
@@ -45,7 +52,9 @@ def default_example() -> Path:
     show_default=True,
     help="After the manual scaling, let a traffic ramp drive the HPA algorithm (about 20 s more).",
 )
-def demo(path: str | None, nf: str, scale_to: int, state_dir: str, keep: bool, autoscale: bool) -> None:
+def demo(
+    path: str | None, nf: str, scale_to: int, state_dir: str, nodes: int, keep: bool, autoscale: bool
+) -> None:
     """Bring up the paper's chain with client and server, scale an NF out and in under real traffic
     (many TCP and UDP flows), report flow shares, moved flows, losses and reaction times; then let a
     traffic ramp make the autoscaler scale the NF out and in with drain; tear down."""
@@ -59,11 +68,15 @@ def demo(path: str | None, nf: str, scale_to: int, state_dir: str, keep: bool, a
     middle = [f.name for f in plan.chains[0].network_functions][1:-1]
     if nf not in middle:
         raise _fail(f"--nf {nf}: pick a network function between the chain's ends ({', '.join(middle)})")
-    config = RuntimeConfig(state_dir=state_dir, pin_dir=DEMO_PIN_DIR, netns_prefix="fxdemo")
+    config = RuntimeConfig(state_dir=state_dir, pin_dir=DEMO_PIN_DIR, netns_prefix="fxdemo", nodes=nodes)
     if config.root.exists():
+        # The previous demo's own node count: its nodes are what there is to remove.
+        config = RuntimeConfig.for_dir(state_dir)
         console.print(f"[yellow]cleaning up a previous demo in {state_dir}[/]")
         control.down(config)
-    console.rule(f"[bold]flexsfc demo[/]: chain {plan.chains[0].name} from {example}")
+    config = RuntimeConfig(state_dir=state_dir, pin_dir=DEMO_PIN_DIR, netns_prefix="fxdemo", nodes=nodes)
+    on_nodes = f" over {nodes} simulated nodes" if nodes > 1 else ""
+    console.rule(f"[bold]flexsfc demo[/]: chain {plan.chains[0].name} from {example}{on_nodes}")
     try:
         with console.status("bringing up the chain..."):
             t0 = time.monotonic()
@@ -121,6 +134,20 @@ def render_report(r: dict[str, Any]) -> None:
             f"{new} ({100 * new / total_new:.0f}%)",
         )
     console.print(table)
+
+    if r.get("perNode"):
+        table = Table(title=f"{nf} per node: replicas / long-lived flows they serve", title_justify="left")
+        table.add_column("node")
+        phases = list(r["perNode"])
+        for phase in phases:
+            table.add_column(phase, justify="right")
+        for node in sorted({n for per in r["perNode"].values() for n in per}):
+            cells = []
+            for phase in phases:
+                got = r["perNode"][phase].get(node)
+                cells.append(f"{got['replicas']} / {got['flows']}" if got else "-")
+            table.add_row(node, *cells)
+        console.print(table)
 
     t = r["traffic"]
     table = Table(title="Traffic", title_justify="left", show_header=False)

@@ -8,6 +8,11 @@ it runs the program writes events (the stream is off otherwise and costs nothing
 history: events are those that happen while it is attached; without `--follow` it prints the next
 `--count` matching events or what came within `--duration` seconds.
 
+`--last N` prints the last N matching events of a history instead, kept by the local runtime's
+supervisor (`flexsfc up --flow-history SIZE`) or a node agent (`flexsfc agent --local --flow-history
+SIZE`, read on its socket with `--agent-socket`): flexsfc.agent.flow_history. Only what a history
+kept exists; the stream is on while one is kept.
+
 Names (cross-connection, chain, pods) come from the local runtime's status when its supervisor runs,
 else from the data plane's port records (replica identities) and ifindexes.
 """
@@ -25,6 +30,7 @@ from typing import Any
 
 import click
 
+from flexsfc.agent.flow_history import HistoryReply, HistoryUnavailable, PortNames, fetch
 from flexsfc.dataplane import maps
 from flexsfc.dataplane.api import DataplaneError
 from flexsfc.dataplane.events import EventStream, Flow, FlowEventRecord
@@ -104,6 +110,21 @@ def load_names(pin_dir: str, state_dir: str | None) -> Names:
                     )
     for ifindex, (owner, nf, ifname) in pods.items():
         names.ports.setdefault(ifindex, PortName(ifindex, owner, nf, ifname))
+    return names
+
+
+def names_of_history(data: PortNames) -> Names:
+    """The names a history's reply carries: the data plane's records (replica identities, xc names)."""
+    names = Names()
+    for xc_id, name in data.get("xcs", {}).items():
+        names.xcs[int(xc_id)] = str(name)
+    for ifindex, port in data.get("ports", {}).items():
+        names.ports[int(ifindex)] = PortName(
+            int(ifindex),
+            str(port.get("identity", "")),
+            xc=str(port.get("xc", "")),
+            side=str(port.get("side", "")),
+        )
     return names
 
 
@@ -356,9 +377,102 @@ def flow_filter_options(fn: Any) -> Any:
     return fn
 
 
+def show_history(
+    last: int,
+    selector: EventFilter,
+    as_json: bool,
+    agent_socket: str | None,
+    pin_dir: str | None,
+    state_dir: str | None,
+) -> None:
+    """The last `last` events of the history that match `selector`, oldest first."""
+    if agent_socket:
+        try:
+            reply = fetch(agent_socket)
+        except (HistoryUnavailable, OSError) as exc:
+            raise click.ClickException(
+                f"{exc}: the node agent keeps a flow history only when started with --flow-history N "
+                "(`flexsfc agent --local --flow-history N`; the socket is flows.sock next to its CNI socket, "
+                "or its --flows-socket)"
+            ) from None
+        names, source = names_of_history(reply.names), agent_socket
+    else:
+        from flexsfc.local import control
+        from flexsfc.local.config import RuntimeConfig
+
+        config = RuntimeConfig.for_dir(state_dir)
+        try:
+            reply = HistoryReply.from_json(control.flows(config))
+        except control.SupervisorNotRunning:
+            raise click.ClickException(
+                f"no local runtime runs in {config.state_dir}: give --state-dir, or --agent-socket for "
+                "a node agent's flow history"
+            ) from None
+        except control.SupervisorError as exc:  # e.g. no history kept: it says how to turn it on
+            raise click.ClickException(str(exc)) from None
+        names, source = names_of_history(reply.names), f"the local runtime in {config.state_dir}"
+        where = pin_dir or config.pin_dir
+        if os.path.exists(os.path.join(where, maps.PROGRAM_NAME)):
+            # Pod names from the runtime; the history's own names stay for replicas removed since.
+            with contextlib.suppress(Exception):  # names are a nicety: the events are printed anyway
+                current = load_names(where, state_dir)
+                names.ports.update(current.ports)
+                names.xcs.update(current.xcs)
+                names.chains = current.chains
+    recreated = Recreated()
+    matched: list[tuple[FlowEventRecord, tuple[int, int] | None]] = []
+    for record in reply.events:
+        previous = recreated.check(record)  # over every event kept, as a live reader would see them
+        if selector.matches(record, names):
+            matched.append((record, previous))
+    shown = matched[-last:]
+    if not as_json:
+        since = datetime.datetime.fromtimestamp(reply.since).strftime("%H:%M:%S")
+        click.echo(
+            f"# last {len(shown)} matching of {len(reply.events)} flow events kept (history of {reply.size}, "
+            f"{reply.recorded} recorded since {since}) from {source}",
+            err=True,
+        )
+    clock = "%H:%M:%S.%f"
+    for start, end in reply.gaps:
+        click.echo(
+            f"# warning: the history yielded the stream to another reader from "
+            f"{datetime.datetime.fromtimestamp(start).strftime(clock)[:-3]} to "
+            f"{datetime.datetime.fromtimestamp(end).strftime(clock)[:-3]}: that reader has those events",
+            err=True,
+        )
+    if reply.paused_since is not None:
+        since = datetime.datetime.fromtimestamp(reply.paused_since).strftime(clock)[:-3]
+        click.echo(
+            f"# warning: another reader holds the stream since {since}: no events kept since", err=True
+        )
+    if reply.error or not reply.running:
+        click.echo(
+            f"# warning: the history stopped recording: {reply.error or 'its reader exited'}", err=True
+        )
+    for record, previous in shown:
+        click.echo(
+            json.dumps(to_json(record, names, previous)) if as_json else to_text(record, names, previous)
+        )
+
+
 @click.command("flows")
 @click.option("--follow", "-f", is_flag=True, help="Print events as they happen until Ctrl-C.")
-@click.option("--count", "-n", default=100, show_default=True, help="Without --follow: stop after N events.")
+@click.option(
+    "--count", "-n", default=100, show_default=True, help="Without --follow: stop after the next N events."
+)
+@click.option(
+    "--last",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Print the last N matching events of the flow history (`flexsfc up --flow-history`, or the "
+    "agent's with --agent-socket) instead of new ones.",
+)
+@click.option(
+    "--agent-socket",
+    default=None,
+    help="With --last: the node agent's flow history socket (`flexsfc agent --local --flow-history`).",
+)
 @click.option("--duration", default=10.0, show_default=True, help="Without --follow: stop after N seconds.")
 @click.option(
     "--kind", "kinds", multiple=True, type=click.Choice(KIND_CHOICES), help="Event kinds (repeatable)."
@@ -378,10 +492,21 @@ def flows(
     follow: bool, count: int, duration: float, kinds: tuple[str, ...], xc: str | None, chain: str | None,
     nf: str | None, pod: str | None, flow: str | None, proto: str | None, src: str | None, dst: str | None,
     port: int | None, as_json: bool, drop_budget: int | None, pin_dir: str | None, state_dir: str | None,
+    last: int | None, agent_socket: str | None,
 ) -> None:  # fmt: skip
     """Flow events of the data plane: new flows and their replicas, moves, collisions, drops."""
-    pin_dir = require_pins(pin_dir or default_pin_dir(state_dir))
     selector = EventFilter(_kinds(kinds), xc, chain, nf, pod, FlowFilter.build(flow, proto, src, dst, port))
+    if agent_socket and last is None:
+        raise click.UsageError(
+            "--agent-socket serves the agent's flow history: give --last N "
+            "(new events: --pin-dir on the node)"
+        )
+    if last is not None:
+        if follow:
+            raise click.UsageError("--last prints the history, --follow new events: give one of them")
+        show_history(last, selector, as_json, agent_socket, pin_dir, state_dir)
+        return
+    pin_dir = require_pins(pin_dir or default_pin_dir(state_dir))
     try:
         names = load_names(pin_dir, state_dir)
         stream = EventStream(pin_dir, drop_budget=drop_budget)

@@ -69,9 +69,11 @@ def _wait_ready(config: RuntimeConfig, timeout: float, quiet: bool) -> None:
             time.sleep(0.1)
 
 
-def _config(state_dir: str | None, pin_dir: str | None = None, prefix: str | None = None) -> RuntimeConfig:
+def _config(
+    state_dir: str | None, pin_dir: str | None = None, prefix: str | None = None, nodes: int | None = None
+) -> RuntimeConfig:
     try:
-        return RuntimeConfig.for_dir(state_dir).with_options(pin_dir, prefix)
+        return RuntimeConfig.for_dir(state_dir).with_options(pin_dir, prefix, nodes)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
 

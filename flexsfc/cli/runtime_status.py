@@ -126,6 +126,8 @@ def render_status(info: "RuntimeStatus", rates: dict[str, dict[str, float]] | No
     table = Table(title="Replicas (packets/bytes delivered to / sent by each pod)", title_justify="left")
     table.add_column("namespace/pod", no_wrap=True)
     table.add_column("state")
+    if info.nodes:
+        table.add_column("node")
     columns = ["pkts in", "bytes in", "pkts out", "bytes out", "sessions"]
     if rates:
         columns[2:2] = ["pps in"]
@@ -145,8 +147,20 @@ def render_status(info: "RuntimeStatus", rates: dict[str, dict[str, float]] | No
             rate = rates.get(pod.name, {})
             cells[2:2] = [_human(rate.get("rxPps", 0))]
             cells[5:5] = [_human(rate.get("txPps", 0))]
+        if info.nodes:
+            cells.insert(0, pod.node)
         table.add_row(pod.key, f"[{_PHASE_STYLE.get(pod.phase, 'white')}]{pod.phase}[/]", *cells)
     console.print(table)
+    if info.nodes:
+        nodes = Table(title="Nodes (simulated: `flexsfc up --nodes N`)", title_justify="left")
+        for col in ("node", "underlay", "agent", "pid", "pods", "pushes", "last error"):
+            nodes.add_column(col)
+        for n in info.nodes:
+            style = "green" if n.agent == "ok" else "red"
+            agent = f"[{style}]{escape(n.agent)}[/]"
+            counts = (str(n.agent_pid), str(n.pods), str(n.pushes))
+            nodes.add_row(n.name, n.address, agent, *counts, escape(n.last_error))
+        console.print(nodes)
     drops = {k: v for k, v in info.drops.items() if v}
     if drops:
         console.print("drops: " + ", ".join(f"{k}={v}" for k, v in sorted(drops.items())))

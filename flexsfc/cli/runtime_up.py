@@ -67,6 +67,7 @@ def bring_up(
     quiet: bool = False,
     metrics_port: int = 0,
     namespace: str | None = None,
+    flow_history: int | None = None,
 ) -> "ApplyResult":
     """Start (or update) the runtime for `path` and wait until every replica runs.
 
@@ -85,6 +86,8 @@ def bring_up(
                     f"[yellow]the supervisor of {escape(config.state_dir)} had died: a new one adopted "
                     "its pods and data plane[/]"
                 )
+            if flow_history is not None:  # before the pods: their first flows are kept too
+                control.set_flow_history(config, flow_history)
             changes = control.apply(config, str(Path(path).resolve()), namespace)
             _wait_ready(config, timeout, quiet)
     except control.SupervisorConflict as exc:
@@ -144,6 +147,20 @@ def show_failed_pod_logs(config: RuntimeConfig) -> None:
 )
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for every replica.")
 @click.option("--metrics-port", default=0, help="Serve Prometheus metrics on 127.0.0.1:PORT (0: off).")
+@click.option(
+    "--flow-history",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Keep the last N flow events for `flexsfc flows --last` (0: off) [a new runtime: off; a "
+    "running one: as it is]. While kept, the event stream is on (a record per new flow, move, drop).",
+)
+@click.option(
+    "--nodes",
+    type=click.IntRange(1, 200),
+    default=None,
+    help="Simulate N nodes: network namespaces on a shared fabric, one agent process each "
+    "(docs/multinode.md). Default 1: this machine is the one node.",
+)
 def up(
     path: str,
     state_dir: str | None,
@@ -152,6 +169,8 @@ def up(
     namespace: str | None,
     timeout: float,
     metrics_port: int,
+    flow_history: int | None,
+    nodes: int | None,
 ) -> None:
     """Run the chain(s) in PATH (file or directory of manifests) on the local runtime.
 
@@ -159,9 +178,11 @@ def up(
     """
     _need_root()
     preflight(path, namespace)
-    config = _config(state_dir, pin_dir, netns_prefix)
+    config = _config(state_dir, pin_dir, netns_prefix, nodes)
     started = time.monotonic()
-    changes = bring_up(config, path, timeout, metrics_port=metrics_port, namespace=namespace)
+    changes = bring_up(
+        config, path, timeout, metrics_port=metrics_port, namespace=namespace, flow_history=flow_history
+    )
     if changes.changed:
         lists = {"created": changes.created, "scaled": changes.scaled, "removed": changes.removed}
         parts = [f"{k}: {', '.join(v)}" for k, v in lists.items() if v]

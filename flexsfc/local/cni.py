@@ -22,6 +22,7 @@ from typing import Any
 
 from flexsfc.cni.config import ENV_NODE_CONFIG, NODE_LEVEL_FIELDS, node_environment
 from flexsfc.local.config import CNI_BIN_DIR, CNI_PATH, CNI_PLUGIN
+from flexsfc.util.netns import netns_path
 
 CNI_TIMEOUT_SECONDS = 30
 
@@ -42,6 +43,9 @@ class CniCall:
     # (the runtime is the node here). Those reach the plugin through its environment, never on stdin:
     # the plugin refuses node-level fields in a network configuration (docs/cni.md).
     config: dict[str, Any]
+    # The simulated node's network namespace (`up --nodes N`): the shim runs there, as the kubelet of
+    # that node runs it, and the agent it asks creates the host-side veths in its own (the node's).
+    node_netns: str = ""
 
     def stdin_config(self) -> dict[str, Any]:
         return {key: value for key, value in self.config.items() if key not in NODE_LEVEL_FIELDS}
@@ -120,9 +124,13 @@ def cni_del(call: CniCall, node_file: str | None = None) -> None:
 
 def _invoke(command: str, call: CniCall, node_file: str | None) -> dict[str, Any]:
     plugin = shim_path() if node_file is not None else python_plugin_path()
+    argv = [plugin]
+    if call.node_netns:
+        # nsenter --net, never `ip netns exec`: it remounts /sys and would hide bpffs.
+        argv = ["nsenter", f"--net={netns_path(call.node_netns)}", "--", plugin]
     try:
         proc = subprocess.run(
-            [plugin],
+            argv,
             input=json.dumps(call.stdin_config()).encode(),
             env=call.env(command, node_file),
             capture_output=True,

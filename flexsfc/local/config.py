@@ -40,6 +40,8 @@ class RuntimeConfig:
     # Pod namespaces are <prefix>-<namespace>.<pod name>: a Kubernetes namespace is a DNS label
     # (no '.'), so the first '.' ends it and no two (namespace, pod) pairs share a name.
     netns_prefix: str = DEFAULT_NETNS_PREFIX
+    # Simulated nodes (`flexsfc up --nodes N`, flexsfc.local.nodes); 1: this machine is the one node.
+    nodes: int = 1
 
     @property
     def root(self) -> Path:
@@ -138,14 +140,21 @@ class RuntimeConfig:
             return cls(**{**saved, "state_dir": directory})
         return cls.derived(directory)
 
-    def with_options(self, pin_dir: str | None, netns_prefix: str | None) -> "RuntimeConfig":
-        """This config with explicit `--pin-dir`/`--netns-prefix`; a runtime that exists keeps its own."""
+    def with_options(
+        self, pin_dir: str | None, netns_prefix: str | None, nodes: int | None = None
+    ) -> "RuntimeConfig":
+        """This config with explicit `--pin-dir`/`--netns-prefix`/`--nodes`; a runtime that exists
+        keeps its own."""
         wanted = replace(
-            self, pin_dir=pin_dir or self.pin_dir, netns_prefix=netns_prefix or self.netns_prefix
+            self,
+            pin_dir=pin_dir or self.pin_dir,
+            netns_prefix=netns_prefix or self.netns_prefix,
+            nodes=nodes or self.nodes,
         )
         if wanted != self and self.config_file.exists():
             raise ConfigError(
-                f"the runtime in {self.state_dir} uses pin directory {self.pin_dir} and namespace prefix "
-                f"{self.netns_prefix!r}; drop --pin-dir/--netns-prefix, or `flexsfc down` it first"
+                f"the runtime in {self.state_dir} uses pin directory {self.pin_dir}, namespace prefix "
+                f"{self.netns_prefix!r} and {self.nodes} node(s); drop --pin-dir/--netns-prefix/--nodes, "
+                "or `flexsfc down` it first"
             )
         return wanted

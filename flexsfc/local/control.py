@@ -28,7 +28,7 @@ from flexsfc.local.locks import (
     drop_claims,
 )
 from flexsfc.local.node import serving_cni
-from flexsfc.local.pod import cleanup_pod_state
+from flexsfc.local.pod import cleanup_pod_state, remove_sandbox, signal_group
 from flexsfc.local.state import RuntimeState, read_state
 from flexsfc.local.status import ApplyResult, Reaction, ReadyStatus, RuntimeStatus, ScaleResult, SessionRecord
 
@@ -94,8 +94,24 @@ def sessions(config: RuntimeConfig, xc: str | None = None) -> list[SessionRecord
     return [SessionRecord.from_json(s) for s in request(config, "sessions", xc=xc)]
 
 
+def fail_node(config: RuntimeConfig, node: str) -> dict[str, Any]:
+    """Remove a simulated node abruptly (flexsfc.local.runtime.Runtime.fail_node)."""
+    result: dict[str, Any] = request(config, "node_fail", node=node)
+    return result
+
+
 def reactions(config: RuntimeConfig) -> list[Reaction]:
     return [Reaction.from_json(r) for r in request(config, "reactions")]
+
+
+def flows(config: RuntimeConfig, last: int | None = None) -> dict[str, Any]:
+    """The supervisor's flow history (flexsfc.agent.flow_history.FlowHistory.to_json)."""
+    return dict(request(config, "flows", timeout=30, last=last))
+
+
+def set_flow_history(config: RuntimeConfig, size: int) -> dict[str, Any]:
+    """Keep the last `size` flow events from now on (0: off)."""
+    return dict(request(config, "flow_history", timeout=30, size=size))
 
 
 def is_running(config: RuntimeConfig) -> bool:
@@ -158,6 +174,8 @@ def start_supervisor(config: RuntimeConfig, verbose: bool = False, metrics_port:
         "--netns-prefix",
         config.netns_prefix,
     ]
+    if config.nodes > 1:
+        argv += ["--nodes", str(config.nodes)]
     if verbose:
         argv.append("--verbose")
     if metrics_port:
@@ -248,12 +266,23 @@ def cleanup_from_state(config: RuntimeConfig, state: RuntimeState | None) -> lis
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     pods = [*state.pods, *state.orphans] if state is not None else []
-    if pods:
+    if pods and config.nodes > 1:
+        # The pods' host veths and records live in their node's namespace and directory, which
+        # cleanup_nodes removes: only their processes and namespaces are left to remove here.
+        for pod in pods:
+            for info in pod.processes:
+                signal_group(info, signal.SIGKILL)
+            remove_sandbox(pod.netns)
+    elif pods:
         if pid:
             wait_pid_gone(pid, 10)  # its CNI socket must be dead before this process serves it
         with serving_cni(config, errors):
             for pod in pods:
                 errors.extend(cleanup_pod_state(pod, str(config.cni_node_file)))
+    if config.nodes > 1:
+        from flexsfc.local.nodes import cleanup_nodes
+
+        errors.extend(cleanup_nodes(config))  # agents by PID, node and fabric namespaces, their pins
     other = claimed_by_other(config)
     if other:
         # A live runtime holds these pins (they were never this one's, or are no longer): leave them.

@@ -61,6 +61,7 @@ class Snapshot:
     owners: dict[tuple[int, int], str]  # (proto, client port) -> pod of the scaled NF
     new_sessions: dict[str, int]  # pod -> sessions created on its ports so far
     pods: list[str]
+    nodes: dict[str, str] = field(default_factory=dict)  # pod -> its node (`up --nodes N`)
 
 
 def run_demo(config: RuntimeConfig, plan: Plan, settings: DemoSettings, say: Say) -> dict[str, Any]:
@@ -83,7 +84,11 @@ def run_demo(config: RuntimeConfig, plan: Plan, settings: DemoSettings, say: Say
         ]
         created = {p.name: p.counters.sessions_created if p.counters else 0 for p in pods}
         return Snapshot(
-            time.time_ns(), flow_owners(config, xc, settings.nf, port), created, [p.name for p in pods]
+            time.time_ns(),
+            flow_owners(config, xc, settings.nf, port),
+            created,
+            [p.name for p in pods],
+            {p.name: p.node for p in pods if p.node},
         )
 
     tr = settings.traffic
@@ -150,6 +155,17 @@ def run_demo(config: RuntimeConfig, plan: Plan, settings: DemoSettings, say: Say
         "movedOthersOnScaleIn": _moved(
             scaled.owners, after.owners, [f for f in flows if f not in set(on_removed)]
         ),
+        # Simulated nodes: the scaled NF's replicas and the long-lived flows they serve, per node.
+        "perNode": {
+            label: _per_node(snap, flows if label != "before" else early)
+            for label, snap in (
+                ("before", before),
+                ("after scale-out", scaled),
+                ("draining", draining),
+                ("after scale-in", after),
+            )
+            if snap.nodes
+        },
         "scaleOutSeconds": (t_out_done - t_out) / 1e9,
         "scaleInSeconds": (t_in_done - t_in) / 1e9,
         "reactions": [
@@ -158,6 +174,18 @@ def run_demo(config: RuntimeConfig, plan: Plan, settings: DemoSettings, say: Say
             if r.nf == settings.nf and not (r.kind.startswith("running") and r.pod in before.pods)
         ],
     }
+
+
+def _per_node(snap: Snapshot, flows: list[tuple[int, int]]) -> dict[str, dict[str, int]]:
+    """node -> {"replicas": running or draining replicas there, "flows": long-lived flows they serve}."""
+    result: dict[str, dict[str, int]] = {}
+    for pod in snap.pods:
+        result.setdefault(snap.nodes.get(pod, "?"), {"replicas": 0, "flows": 0})["replicas"] += 1
+    for f in flows:
+        owner = snap.owners.get(f)
+        if owner is not None:
+            result.setdefault(snap.nodes.get(owner, "?"), {"replicas": 0, "flows": 0})["flows"] += 1
+    return dict(sorted(result.items()))
 
 
 def _phase(report: dict[str, Any], start_ns: int, end_ns: int) -> dict[str, int]:

@@ -8,7 +8,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from flexsfc.agent.reconciler import ReconcileReport
@@ -54,6 +54,9 @@ class Observer:
         self.events: list[RuntimeEvent] = []
         self._error_sink: list[str] | None = None  # errors during shutdown, reported by `down`
         self._lock = threading.Lock()
+        # Simulated nodes (`up --nodes N`): a pod's ports are in its node's data plane, which this
+        # process reads after a refresh (node -> that node's reader; set by the runtime).
+        self.node_reader: Callable[[str], DataplaneReader | None] | None = None
 
     def collect_errors(self) -> None:
         """From now on, keep every error event for `errors()` (what `down` reports)."""
@@ -89,9 +92,11 @@ class Observer:
     def watch_first_packet(self, pod: Pod, report: ReconcileReport | None) -> bool:
         """Poll the per-port counters until the new replica receives its first packet (False: none came)."""
         ports = {r.host_ifindex for r in pod.records}
+        reader = self.node_reader(pod.node) if self.node_reader is not None and pod.node else None
+        dataplane = reader if reader is not None else self.dataplane
         start = time.monotonic()
         while time.monotonic() - start < FIRST_PACKET_WATCH_SECONDS and pod.phase is ReplicaPhase.RUNNING:
-            stats = self.dataplane.port_stats()
+            stats = dataplane.port_stats()
             if any(stats[i].to_port_packets > 0 for i in ports if i in stats):
                 pod.times.first_packet = time.time()
                 self.reaction(pod, "running->first packet", pod.times.running, pod.times.first_packet, report)

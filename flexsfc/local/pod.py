@@ -67,6 +67,10 @@ class Pod:
     sandbox: bool = False
     # Taken over from a supervisor that died: its processes are watched through /proc.
     adopted: bool = False
+    # The simulated node it runs on (`up --nodes N`) and that node's network namespace, where its
+    # CNI calls run; "" with one node.
+    node: str = ""
+    node_netns: str = ""
     _popen: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -95,6 +99,7 @@ class Pod:
             times=replace(status.times),
             sandbox=True,
             adopted=True,
+            node=status.node,
         )
 
     @property
@@ -162,7 +167,7 @@ class Pod:
             remove_sandbox(self.netns)
 
     def _cni_call(self, att: Attachment) -> CniCall:
-        return cni_call(self.uid, self.namespace, self.name, self.netns, att)
+        return cni_call(self.uid, self.namespace, self.name, self.netns, att, self.node_netns)
 
     # -- containers ----------------------------------------------------------------------------
 
@@ -289,6 +294,7 @@ class Pod:
             processes=tuple(self.processes),
             times=replace(self.times),
             counters=counters,
+            node=self.node,
         )
 
 
@@ -376,8 +382,11 @@ def container_id_of(uid: str) -> str:
     return uid.replace("-", "")
 
 
-def cni_call(uid: str, namespace: str, pod_name: str, netns_name: str, att: Attachment) -> CniCall:
-    """The CNI call of one of a pod's attachments (the same for ADD and DEL, as Multus makes it)."""
+def cni_call(
+    uid: str, namespace: str, pod_name: str, netns_name: str, att: Attachment, node_netns: str = ""
+) -> CniCall:
+    """The CNI call of one of a pod's attachments (the same for ADD and DEL, as Multus makes it);
+    run inside `node_netns` (the pod's simulated node) when given."""
     return CniCall(
         container_id=container_id_of(uid),
         netns_path=netns_path(netns_name),
@@ -386,6 +395,7 @@ def cni_call(uid: str, namespace: str, pod_name: str, netns_name: str, att: Atta
         pod_name=pod_name,
         pod_uid=uid,
         config=att.config,
+        node_netns=node_netns,
     )
 
 

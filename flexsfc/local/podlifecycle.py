@@ -12,9 +12,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from flexsfc.agent.loop import AgentLoop
 from flexsfc.agent.reconciler import ReconcileReport
 from flexsfc.agent.types import ReplicaPhase
+from flexsfc.local.cluster import ReplicaAgent
 from flexsfc.local.config import RuntimeConfig
 from flexsfc.local.observe import Observer
 from flexsfc.local.pod import PROBE_INTERVAL_SECONDS, Pod, PodError
@@ -42,7 +42,7 @@ class PodLifecycle:
 
     config: RuntimeConfig
     node_file: str
-    agent: AgentLoop
+    agent: ReplicaAgent
     observer: Observer
     persist: Callable[[], None]
     lock: threading.RLock
@@ -61,11 +61,14 @@ class PodLifecycle:
     def _spawn(self, target: Callable[..., None], *args: Any) -> None:
         raise NotImplementedError
 
+    def _node_file(self, pod: Pod) -> str:
+        raise NotImplementedError
+
     def _start_pod(self, pod: Pod, rs: ReplicaSet) -> None:
         try:
             pod.create_sandbox()
             self.persist()
-            pod.add_networks(_load_record, self.node_file)
+            pod.add_networks(_load_record, self._node_file(pod))
             pod.times.networked = time.time()
             self.persist()
             self.agent.upsert_replica(pod.replica())
@@ -144,7 +147,7 @@ class PodLifecycle:
             # new packet goes in. Then the veths and the namespace go, then the ports.
             self.agent.upsert_replica(pod.replica())
             report = self.sync(f"{pod.name} gone")
-            errors = pod.delete_networks(self.node_file)
+            errors = pod.delete_networks(self._node_file(pod))
             pod.delete_sandbox()
         except Exception as exc:
             errors.append(f"pod {pod.name}: removal failed: {exc}")

@@ -18,11 +18,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from flexsfc.agent.loop import AgentLoop
 from flexsfc.agent.reconciler import ReconcileError, ReconcileReport
 from flexsfc.agent.types import ReplicaPhase
 from flexsfc.local.adoption import Adoption
+from flexsfc.local.cluster import ReplicaAgent
 from flexsfc.local.config import RuntimeConfig
+from flexsfc.local.nodes import NF_MTU, SimNode, SimulatedNodes
 from flexsfc.local.observe import Observer
 from flexsfc.local.pod import Attachment, Pod, cleanup_pod_state
 from flexsfc.local.podspec import PodSpec
@@ -39,7 +40,7 @@ class ReplicaSets(Adoption):
     def __init__(
         self,
         config: RuntimeConfig,
-        agent: AgentLoop,
+        agent: ReplicaAgent,
         observer: Observer,
         persist: Callable[[], None],
         lock: threading.RLock,
@@ -57,6 +58,8 @@ class ReplicaSets(Adoption):
         self.orphans: list[PodStatus] = []  # pods whose removal failed: retried by shutdown/down
         self.failed: list[PodStatus] = []  # the newest pods that failed to start (their logs stay)
         self.agent_error = ""  # the last reconcile's failure, until one succeeds
+        # Simulated nodes (`up --nodes N`): pods are scheduled over the live ones; None: one node.
+        self.cluster: SimulatedNodes | None = None
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._shutting_down = False  # pods still starting give up instead of waiting for readiness
@@ -187,13 +190,44 @@ class ReplicaSets(Adoption):
             if name not in taken:
                 return name
 
+    def _schedule(self, rs: ReplicaSet) -> SimNode | None:
+        """The node for a new pod of `rs`, as the default scheduler spreads a Deployment: fewest
+        live pods of that Deployment, then fewest live pods, then node order. None: one node."""
+        if self.cluster is None:
+            return None
+        live = self.cluster.live()
+        if not live:
+            raise RuntimeError("no node left to schedule a pod on")
+        pods = [p for p in self.pods() if p.phase in (ReplicaPhase.PENDING, ReplicaPhase.RUNNING)]
+        return min(
+            live,
+            key=lambda n: (
+                sum(1 for p in rs.live() if p.node == n.name),
+                sum(1 for p in pods if p.node == n.name),
+                n.index,
+            ),
+        )
+
+    def _node_file(self, pod: Pod) -> str:
+        if self.cluster is not None and pod.node in self.cluster.all:
+            return self.cluster.all[pod.node].node_file
+        return self.node_file
+
     def _new_pod(self, rs: ReplicaSet) -> Pod:
         dep = rs.deployment
         name = self._pod_name(dep.name)
+        node = self._schedule(rs)
         attachments = []
         for sel in dep.networks:
             nad = self.networks[(sel.namespace or dep.namespace, sel.network)]
-            config = {**nad.config, "stateDir": str(self.config.cni_state_dir), "pinDir": self.config.pin_dir}
+            if node is None:
+                state_dir, pin_dir = str(self.config.cni_state_dir), self.config.pin_dir
+                config = {**nad.config, "stateDir": state_dir, "pinDir": pin_dir}
+            else:
+                # Packets may cross the VXLAN underlay: NF interfaces leave room for its overhead
+                # (a NAD's own smaller `mtu` stays; a larger one is refused by Runtime._check).
+                config = {**nad.config, "stateDir": node.cni_state_dir, "pinDir": node.pin_dir}
+                config.setdefault("mtu", NF_MTU)
             attachments.append(Attachment(ifname=sel.interface, network=sel.network, config=config))
         pod = Pod(
             name=name,
@@ -206,6 +240,8 @@ class ReplicaSets(Adoption):
             attachments=attachments,
             log_path=str(self.config.log_path(dep.namespace, name)),
             workdir=str(self.config.workdir(dep.namespace, name)),
+            node=node.name if node is not None else "",
+            node_netns=node.netns if node is not None else "",
         )
         rs.pods[pod.uid] = pod
         return pod

@@ -17,26 +17,33 @@ import dataclasses
 import logging
 import os
 import shutil
+import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from flexsfc.agent.locked import LockedDataplane
 from flexsfc.agent.loop import AgentLoop
 from flexsfc.agent.reconciler import ReconcileReport
 from flexsfc.agent.types import ReplicaPhase, dataplane_name
-from flexsfc.dataplane.api import DataplaneAPI
+from flexsfc.dataplane.api import DataplaneAPI, DataplaneReader
 from flexsfc.local import manifests
+from flexsfc.local.cluster import ClusterAgent
 from flexsfc.local.config import RuntimeConfig
 from flexsfc.local.node import LocalCniAgent
+from flexsfc.local.nodes import NF_MTU, UNDERLAY_MTU, NodeError, SimulatedNodes
 from flexsfc.local.observe import STATUS_SESSION_LIMIT, Observer
-from flexsfc.local.pod import Pod
+from flexsfc.local.pod import Pod, remove_sandbox, signal_group
 from flexsfc.local.podspec import PodSpec, parse_pod_template
 from flexsfc.local.replicasets import READY_TIMEOUT_SECONDS, ReplicaSet, ReplicaSets, deployment_key
 from flexsfc.local.state import DesiredReplicas, RuntimeState, read_state, write_state
 from flexsfc.local.status import (
     ApplyResult,
     DeploymentStatus,
+    NodeStatus,
+    PodStatus,
     Reaction,
     RuntimeEvent,
     RuntimeStatus,
@@ -44,7 +51,7 @@ from flexsfc.local.status import (
     SessionRecord,
 )
 from flexsfc.model.errors import ManifestError
-from flexsfc.model.types import NetworkAttachment, Plan
+from flexsfc.model.types import NetworkAttachment, Plan, Side
 
 __all__ = ["READY_TIMEOUT_SECONDS", "ReplicaSet", "Runtime", "RuntimeRequestError", "read_state"]
 
@@ -92,6 +99,13 @@ def _manifest_error(exc: ManifestError) -> RuntimeRequestError:
     return RuntimeRequestError(f"{len(errors)} error(s) in the manifests: " + "; ".join(errors))
 
 
+def _with_remote_picks(pod: PodStatus, picks: int) -> PodStatus:
+    if not picks or pod.counters is None:
+        return pod
+    counters = dataclasses.replace(pod.counters, sessions_created=pod.counters.sessions_created + picks)
+    return pod.with_counters(counters)
+
+
 class Runtime:
     def __init__(
         self,
@@ -112,15 +126,49 @@ class Runtime:
                 # The supervisor is the node's writer: it upgrades a pinned program of another version.
                 return Dataplane(pin_dir, upgrade=True)
 
-        self.dataplane: DataplaneAPI = LockedDataplane(dataplane_factory(config.pin_dir))
-        self.agent = AgentLoop(self.dataplane, on_report=self._on_report)
-        self.agent.start_sweeper()  # idle sessions; the reconciles run in the runtime's threads
+        # Simulated nodes (`up --nodes N`): each node's agent process owns that node's data plane;
+        # this process pushes them the picture and reads their pins for the status.
+        self.nodes: SimulatedNodes | None = None
+        self._node_observers: dict[str, Observer] = {}
+        self._node_readers: dict[str, Any] = {}  # node -> its Dataplane, opened read-only here
+        self._read_lock = threading.Lock()  # a refresh and the reads after it, one status at a time
+        self._node_locked: dict[str, LockedDataplane] = {}  # the same readers, behind their locks
+        self.agent: AgentLoop | ClusterAgent
+        if config.nodes > 1:
+            if adopt is not None:
+                raise RuntimeRequestError(
+                    f"cannot adopt the {config.nodes}-node runtime in {config.state_dir} (adoption is "
+                    "for one node only); `flexsfc down` removes it"
+                )
+            self.nodes = SimulatedNodes(config)
+            self.nodes.start()
+            try:
+                from flexsfc.dataplane.facade import Dataplane
+
+                # Readers only (no upgrade): each node's agent is the writer of its data plane.
+                self._node_readers = {n.name: Dataplane(n.pin_dir) for n in self.nodes.live()}
+            except BaseException:
+                self.nodes.remove()
+                raise
+            readers = {name: LockedDataplane(dp) for name, dp in self._node_readers.items()}
+            self._node_observers = {name: Observer(reader) for name, reader in readers.items()}
+            self.dataplane = readers[self.nodes.live()[0].name]
+            self._node_locked = readers
+            self.agent = ClusterAgent(self.nodes, on_report=self._on_report)
+            serve_cni = False  # every node's agent serves its own
+        else:
+            self.dataplane = LockedDataplane(dataplane_factory(config.pin_dir))
+            self.agent = AgentLoop(self.dataplane, on_report=self._on_report)
+            self.agent.start_sweeper()  # idle sessions; the reconciles run in the runtime's threads
         self.plan: Plan | None = None  # every namespace's part, merged
         self._parts: dict[str, Plan] = {}  # namespace -> what runs there
         self._sources: dict[str, str] = {}  # namespace -> the manifests it was applied from
         self._lock = threading.RLock()
         self.observer = Observer(self.dataplane)
+        if self.nodes is not None:
+            self.observer.node_reader = self._fresh_reader
         self.replica_sets = ReplicaSets(config, self.agent, self.observer, self.persist, self._lock)
+        self.replica_sets.cluster = self.nodes
         # This process is the node's agent: the pods' CNI calls come back to it through the shim,
         # so it is the only writer of the data plane (the DEL's leaving mark included). Served
         # before adoption: the DELs the shim queued while no supervisor ran are replayed first, and
@@ -211,6 +259,15 @@ class Runtime:
             for d in plan.deployments
         }
         networks = {(a.namespace, a.name): a for a in plan.attachments}
+        if self.nodes is not None:
+            for a in plan.attachments:
+                mtu = a.config.get("mtu")
+                if isinstance(mtu, int) and mtu > NF_MTU:
+                    raise RuntimeRequestError(
+                        f"NetworkAttachmentDefinition {a.namespace}/{a.name}: mtu {mtu} does not fit the "
+                        f"nodes' underlay (MTU {UNDERLAY_MTU} minus {UNDERLAY_MTU - NF_MTU} bytes of VXLAN); "
+                        f"set mtu to at most {NF_MTU} or leave it out"
+                    )
         for dep in plan.deployments:
             for sel in dep.networks:
                 if (sel.namespace or dep.namespace, sel.network) not in networks:
@@ -341,10 +398,16 @@ class Runtime:
         if self.cni is not None:
             self.cni.stop()  # every pod's DEL is done: nothing calls the socket any more
         self.agent.stop()
-        try:
-            self.dataplane.destroy()
-        except Exception as exc:
-            errors.append(f"data plane destroy: {exc}; removed the pins")
+        if self.nodes is not None:
+            for reader in self._node_readers.values():
+                with contextlib.suppress(Exception):
+                    reader.close()
+            errors += self.nodes.remove()  # agents, node namespaces, fabric, the nodes' pins
+        else:
+            try:
+                self.dataplane.destroy()
+            except Exception as exc:
+                errors.append(f"data plane destroy: {exc}; removed the pins")
         # Every pod's veths are gone (and their filters with them): only pins could remain.
         shutil.rmtree(self.config.pin_dir, ignore_errors=True)
         with contextlib.suppress(FileNotFoundError):
@@ -362,13 +425,123 @@ class Runtime:
 
     def status(self) -> RuntimeStatus:
         """Chains, cross-connections, deployments and pods with per-replica counters and sessions."""
-        reading = self.observer.read_dataplane()
+        with self._read_lock:
+            self._refresh_nodes()
+            reading = self.observer.read_dataplane()
+            # Ifindexes are per node namespace: a pod's counters come from its own node's data plane.
+            readings = {n: o.read_dataplane() for n, o in self._node_observers.items() if self._live(n)}
+            remote_picks = self._remote_picks(readings)
         with self._lock:
             plan = self.plan
-            pods = [reading.pod_status(p) for p in self.pods()]
+            pods = [readings.get(p.node, reading).pod_status(p) for p in self.pods()]
             deployments = self.summary()
+        pods = [_with_remote_picks(p, remote_picks.get(p.uid, 0)) for p in pods]
         status = self.observer.status(reading, plan, self.source, pods, deployments)
+        if self.nodes is not None:
+            status = dataclasses.replace(status, nodes=self._node_status(pods))
         return status if self.cni is None else dataclasses.replace(status, cni=self.cni.status())
+
+    def _fresh_reader(self, node: str) -> DataplaneReader | None:
+        """The node's data plane as read here, refreshed (it now holds the ports its agent added)."""
+        reader = self._node_readers.get(node)
+        if reader is None or not self._live(node):
+            return None
+        with self._read_lock:
+            try:
+                reader.refresh()
+            except Exception:
+                return None
+        return self._node_locked.get(node)
+
+    def _refresh_nodes(self) -> None:
+        """The nodes' agents write their data planes: what this process opened re-reads their
+        cross-connections and ports before a read (a reader's view is not kept current)."""
+        for name, reader in list(self._node_readers.items()):
+            if self._live(name):
+                try:
+                    reader.refresh()
+                except Exception as exc:  # a status read must not take the supervisor down
+                    log.warning("node %s: data plane refresh failed: %s", name, exc)
+
+    def _remote_picks(self, readings: dict[str, Any]) -> Counter[str]:
+        """Pod UID -> sessions other nodes created toward it: a first packet picks its replica on
+        the node it enters, which counts it on its own port for the (remote) replica."""
+        picks: Counter[str] = Counter()
+        for name, reader in self._node_locked.items():
+            if name not in readings:
+                continue
+            stats = readings[name].stats
+            try:
+                for xc in reader.list_xcs():
+                    for side in Side:
+                        for port in reader.replicas(xc, side):
+                            if port.remote is not None and port.ifindex in stats:
+                                picks[port.identity] += stats[port.ifindex].sessions_created
+            except Exception as exc:  # a status read must not take the supervisor down
+                log.warning("node %s: reading its remote ports failed: %s", name, exc)
+        return picks
+
+    def _live(self, node: str) -> bool:
+        return self.nodes is not None and node not in self.nodes.failed
+
+    def _node_status(self, pods: list[PodStatus]) -> tuple[NodeStatus, ...]:
+        assert self.nodes is not None
+        result = []
+        for node in self.nodes.all.values():
+            agent, info = self.nodes.agent_status(node)
+            process = self.nodes.agents.get(node.name)
+            result.append(
+                NodeStatus(
+                    name=node.name,
+                    address=node.address,
+                    netns=node.netns,
+                    agent_pid=process.pid if process is not None else 0,
+                    agent=agent,
+                    pods=sum(1 for p in pods if p.node == node.name),
+                    pushes=int(info.get("pushes", 0)),
+                    last_error=str(info.get("lastError", "")),
+                )
+            )
+        return tuple(result)
+
+    def fail_node(self, name: str) -> dict[str, object]:
+        """`flexsfc node fail`: the node disappears abruptly (agent SIGKILLed, its namespace and its
+        pods' namespaces deleted, under traffic); the other nodes are told, and the replica sets
+        replace the lost replicas on the nodes that remain."""
+        if self.nodes is None:
+            raise RuntimeRequestError("this runtime has one node; `flexsfc up --nodes N` simulates several")
+        try:
+            self.nodes.fail(name)
+        except NodeError as exc:
+            raise RuntimeRequestError(str(exc)) from None
+        with self._read_lock:  # no status read is using its maps while they close
+            self._node_observers.pop(name, None)
+            gone = self._node_locked.pop(name, None)
+            if gone is self.dataplane and self._node_locked:
+                # Cross-connection figures are read from one node: another one from now on.
+                self.dataplane = self.observer.dataplane = next(iter(self._node_locked.values()))
+            reader = self._node_readers.pop(name, None)
+            if reader is not None:
+                with contextlib.suppress(Exception):
+                    reader.close()
+        lost = []
+        with self._lock:
+            for rs in self.sets.values():
+                for pod in [p for p in rs.pods.values() if p.node == name]:
+                    pod.phase = ReplicaPhase.GONE
+                    rs.pods.pop(pod.uid, None)
+                    lost.append(pod)
+        for pod in lost:
+            # Gone with the node: no CNI DEL (its agent and host veths are gone), no drain.
+            for info in pod.processes:
+                signal_group(info, signal.SIGKILL)
+            remove_sandbox(pod.netns)
+            self.agent.remove_replica(pod.uid)
+        report = self.replica_sets.sync(f"node {name} failed")
+        self.event(f"node {name} failed: {len(lost)} pods lost ({', '.join(p.name for p in lost)})", report)
+        self.replica_sets.reconcile()
+        self.persist()
+        return {"node": name, "lost": [p.name for p in lost]}
 
     def sessions(self, xc: str | None = None, limit: int = STATUS_SESSION_LIMIT) -> list[SessionRecord]:
         """Session table entries with the pods on both ends (what the demo's flow mapping reads).
@@ -381,7 +554,35 @@ class Runtime:
                 named = [x for x in (self.plan.cross_connections if self.plan else []) if x.name == xc]
             if len(named) == 1:
                 xc = dataplane_name(named[0])
-        return self.observer.sessions(self.pods(), xc, limit)
+        if self.nodes is None:
+            return self.observer.sessions(self.pods(), xc, limit)
+        return self._cluster_sessions(xc, limit)
+
+    def _cluster_sessions(self, xc: str | None, limit: int) -> list[SessionRecord]:
+        """Every node's session entries, one record per flow: a node resolves only its own ports
+        (a replica on another node is a tunnel target there), so each end's pod is taken from the
+        node that hosts it."""
+        pods = self.pods()
+        merged: dict[tuple[object, ...], SessionRecord] = {}
+        with self._read_lock:
+            self._refresh_nodes()
+            records: list[SessionRecord] = []
+            for name, observer in list(self._node_observers.items()):
+                if not self._live(name):
+                    continue
+                try:
+                    records += observer.sessions([p for p in pods if p.node == name], xc, limit)
+                except ValueError:
+                    continue  # the node does not hold that cross-connection (yet): no session there
+        for rec in records:
+            key = (rec.xc, rec.proto, rec.addr_lo, rec.port_lo, rec.addr_hi, rec.port_hi)
+            seen = merged.get(key)
+            if seen is not None:
+                pod_a, pod_b = rec.pod_a or seen.pod_a, rec.pod_b or seen.pod_b
+                merged[key] = dataclasses.replace(rec, pod_a=pod_a, pod_b=pod_b)
+            else:
+                merged[key] = rec
+        return list(merged.values())
 
     # -- state on disk -------------------------------------------------------------------------
 

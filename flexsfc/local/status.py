@@ -104,6 +104,7 @@ class PodStatus:
     processes: tuple[ProcessInfo, ...]
     times: PodTimes
     counters: PodCounters | None = None
+    node: str = ""  # the simulated node it runs on (`up --nodes N`); "" with one node
 
     @property
     def key(self) -> str:
@@ -119,6 +120,7 @@ class PodStatus:
             nf=self.nf,
             phase=self.phase,
             interfaces=self.records,
+            node=self.node,
         )
 
     def with_counters(self, counters: PodCounters) -> "PodStatus":
@@ -141,6 +143,8 @@ class PodStatus:
             "processes": [asdict(p) for p in self.processes],
             "times": asdict(self.times),
         }
+        if self.node:
+            raw["node"] = self.node
         if self.counters is not None:
             raw.update(self.counters.to_json())
         return raw
@@ -163,6 +167,7 @@ class PodStatus:
             processes=tuple(ProcessInfo(**p) for p in raw.get("processes", [])),
             times=PodTimes(**raw.get("times", {})),
             counters=PodCounters.from_json(raw) if "toPackets" in raw else None,
+            node=raw.get("node", ""),
         )
 
 
@@ -280,6 +285,20 @@ class CniStatus(JsonRecord):
 
 
 @dataclass(frozen=True)
+class NodeStatus(JsonRecord):
+    """A simulated node (`flexsfc up --nodes N`) and its agent as the supervisor last saw them."""
+
+    name: str
+    address: str  # underlay IPv4
+    netns: str
+    agent_pid: int
+    agent: str  # "ok", "not answering: ...", "failed" (removed by `flexsfc node fail`)
+    pods: int = 0
+    pushes: int = 0  # pictures the agent applied
+    last_error: str = ""  # the agent's last reconcile errors
+
+
+@dataclass(frozen=True)
 class RuntimeStatus:
     """`Runtime.status()`: the whole runtime with per-replica counters.
 
@@ -300,6 +319,7 @@ class RuntimeStatus:
     cni: CniStatus | None = None
     # Collisions, a full session table, events lost: the data plane's counters of what went wrong.
     anomalies: dict[str, int] = field(default_factory=dict)
+    nodes: tuple[NodeStatus, ...] = ()  # simulated nodes; () with one node
 
     def pod(self, name: str) -> PodStatus:
         return next(p for p in self.pods if p.name == name)
@@ -330,6 +350,7 @@ class RuntimeStatus:
             "events": [e.to_json() for e in self.events],
             **({"cni": self.cni.to_json()} if self.cni is not None else {}),
             **({"anomalies": dict(self.anomalies)} if self.anomalies else {}),
+            **({"nodes": [n.to_json() for n in self.nodes]} if self.nodes else {}),
         }
 
     @classmethod
@@ -350,6 +371,7 @@ class RuntimeStatus:
             stale=bool(raw.get("stale", False)),
             cni=CniStatus.from_json(raw["cni"]) if raw.get("cni") else None,
             anomalies=dict(raw.get("anomalies", {})),
+            nodes=tuple(NodeStatus.from_json(n) for n in raw.get("nodes", [])),
         )
 
 

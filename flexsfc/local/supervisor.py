@@ -24,6 +24,7 @@ import sys
 import threading
 from typing import Any
 
+from flexsfc.agent.flow_history import FlowHistory, dataplane_names
 from flexsfc.local.config import RuntimeConfig
 from flexsfc.local.locks import (
     EXIT_CLAIMED,
@@ -80,6 +81,8 @@ class ControlServer(socketserver.ThreadingUnixStreamServer):
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self._down_lock = threading.Lock()
+        self.flow_history: FlowHistory | None = None  # off unless `flexsfc up --flow-history N`
+        self._history_lock = threading.Lock()
         path = runtime.config.socket_path
         if path.exists():
             # The supervisor lock makes this the only supervisor of the directory; still, never
@@ -112,12 +115,55 @@ class ControlServer(socketserver.ThreadingUnixStreamServer):
             return [s.to_json() for s in rt.sessions(request.get("xc"))]
         if op == "reactions":
             return [r.to_json() for r in rt.reactions]
+        if op == "flows":
+            return self.flows(request.get("last"))
+        if op == "flow_history":
+            return self.set_flow_history(int(request["size"]))
+        if op == "node_fail":
+            return rt.fail_node(str(request["node"]))
         if op == "down":
             return self.down()
         raise ValueError(f"unknown request op {op!r}")
 
+    def flows(self, last: int | None) -> dict[str, Any]:
+        history = self.flow_history
+        if history is None:
+            raise RuntimeRequestError(
+                "this runtime keeps no flow history: turn it on with `flexsfc up PATH --flow-history N` "
+                "(the last N events; a running runtime turns it on in place)"
+            )
+        return history.to_json(None if last is None else max(int(last), 0))
+
+    def set_flow_history(self, size: int) -> dict[str, Any]:
+        """Keeps the last `size` flow events from now on (0: none, the stream's reader lets go)."""
+        if size < 0:
+            raise ValueError(f"flow history size {size}: must be >= 0")
+        if size and getattr(self.runtime, "nodes", None) is not None:
+            # Simulated nodes: each node's agent owns its data plane; config.pin_dir has none.
+            raise RuntimeRequestError(
+                "a multi-node runtime has one data plane per node: its flow history is not kept here"
+            )
+        with self._history_lock:
+            old = self.flow_history
+            if (old.size if old is not None and old.running else 0) == size:
+                return {"size": size, "changed": False}
+            self.flow_history = None
+            if old is not None:
+                old.close()
+            if size:
+                dp = self.runtime.dataplane
+                self.flow_history = FlowHistory(
+                    self.runtime.config.pin_dir,
+                    size,
+                    names=lambda: dataplane_names(dp),
+                    keep=old.last(size) if old is not None else (),
+                )
+            log.info("flow history: %s", f"the last {size} events" if size else "off")
+            return {"size": size, "changed": True}
+
     def down(self) -> dict[str, Any]:
         with self._down_lock:
+            self.set_flow_history(0)  # before the pins go
             errors = self.runtime.shutdown()
             threading.Thread(target=self.shutdown, daemon=True).start()
             return {"errors": errors}
@@ -128,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", required=True)
     parser.add_argument("--pin-dir", required=True)
     parser.add_argument("--netns-prefix", default="fx")
+    parser.add_argument("--nodes", type=int, default=1, help="simulated nodes (flexsfc.local.nodes)")
     parser.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on 127.0.0.1")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -136,7 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    config = RuntimeConfig(state_dir=args.state_dir, pin_dir=args.pin_dir, netns_prefix=args.netns_prefix)
+    config = RuntimeConfig(
+        state_dir=args.state_dir, pin_dir=args.pin_dir, netns_prefix=args.netns_prefix, nodes=args.nodes
+    )
     config.root.mkdir(parents=True, exist_ok=True)
     log.info("supervisor %d starting for %s", os.getpid(), config.state_dir)
     try:
@@ -164,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeRequestError as exc:
         log.error("%s", exc)
         return EXIT_NOT_ADOPTED
+    except Exception as exc:  # the simulated nodes could not be created: say why, in one line
+        log.error("cannot start the runtime: %s", exc)
+        return 1
     server = ControlServer(runtime)
     if args.metrics_port:
         from flexsfc.metrics.local import serve_runtime_metrics

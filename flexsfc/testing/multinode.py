@@ -14,9 +14,9 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
-from flexsfc.dataplane.vxlan import ensure_tunnel_device
 from flexsfc.dataplane.api import Neighbour, RedirectMode, RemoteEndpoint, ReplicaPort, ReplicaState
 from flexsfc.dataplane.facade import Dataplane
+from flexsfc.dataplane.vxlan import ensure_tunnel_device
 from flexsfc.model.constants import DEFAULT_TUNNEL_DEVICE, TUNNEL_OVERHEAD
 from flexsfc.model.types import Side
 from flexsfc.testing.netlab import add_veth, private_netns, remove_pin_dir, set_up, unique_pin_dir
