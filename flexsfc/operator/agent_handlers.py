@@ -1,8 +1,9 @@
 """Kopf wiring of the node agent (one per node, standalone: agents must not pause each other).
 
-Pods are watched with server-side selectors (label flexsfc.io/network-function, field
-spec.nodeName=<this node>) and only through `on.event` handlers: Kopf then never patches a pod (no
-finalizers, no progress or diff-base annotations), which a test asserts.
+NF pods of every node are watched with a server-side label selector (flexsfc.io/network-function:
+a chain's tables hold its replicas cluster-wide), Nodes for their InternalIP, both only through
+`on.event` handlers: Kopf then never patches a pod or a Node (no finalizers, no progress or diff-base
+annotations), which a test asserts.
 """
 
 import logging
@@ -13,7 +14,7 @@ import kopf
 from flexsfc.agent.loop import AgentLoop
 from flexsfc.dataplane.api import DataplaneAPI
 from flexsfc.model.constants import API_GROUP, API_VERSION, LABEL_NF, PLURAL_CROSS_CONNECTION
-from flexsfc.operator.agent import DEFAULT_RELIST_SECONDS, NodeAgent, pod_selectors
+from flexsfc.operator.agent import DEFAULT_RELIST_SECONDS, POD_LABEL_SELECTOR, NodeAgent, TunnelOptions
 from flexsfc.operator.heartbeat import DEFAULT_HEARTBEAT_SECONDS
 from flexsfc.operator.kube import KubeTarget
 
@@ -21,9 +22,8 @@ ANNOTATION_PREFIX = "agent.flexsfc.io"
 
 
 def configure(settings: kopf.OperatorSettings, node_name: str) -> None:
-    labels, fields = pod_selectors(node_name)
-    settings.watching.label_selectors["v1", "pods"] = labels
-    settings.watching.field_selectors["v1", "pods"] = fields
+    """`node_name` is kept for callers: the watches no longer depend on it (every node's pods)."""
+    settings.watching.label_selectors["v1", "pods"] = POD_LABEL_SELECTOR
     # Event handlers store nothing; set explicit storages anyway so nothing could land in status.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -43,9 +43,11 @@ def build_registry(
     host_netns: str | None = None,
     heartbeat_seconds: float | None = DEFAULT_HEARTBEAT_SECONDS,
     lease_namespace: str | None = None,
+    tunnel: TunnelOptions | None = None,
 ) -> tuple[kopf.OperatorRegistry, NodeAgent]:
     """The agent's Kopf registry. `host_netns` is where the host ends of the pods' veths live (None:
-    this process's namespace, as for the DaemonSet with hostNetwork; tests use a private one)."""
+    this process's namespace, as for the DaemonSet with hostNetwork; tests use a private one).
+    `tunnel`: this node's end of the multi-node underlay (None: replicas on other nodes are not used)."""
     registry = kopf.OperatorRegistry()
     target.register_login(registry)
     holder: list[NodeAgent] = []
@@ -64,6 +66,7 @@ def build_registry(
         host_netns=host_netns,
         heartbeat_seconds=heartbeat_seconds,
         lease_namespace=lease_namespace,
+        tunnel=tunnel,
     )
     holder.append(agent)
 
@@ -83,5 +86,9 @@ def build_registry(
     @kopf.on.event(API_GROUP, API_VERSION, PLURAL_CROSS_CONNECTION, registry=registry)
     def cross_connection_event(event: kopf.RawEvent, **_: Any) -> None:
         agent.on_xc_event(event.get("type"), cast(dict[str, Any], event["object"]))
+
+    @kopf.on.event("v1", "nodes", registry=registry)
+    def node_event(event: kopf.RawEvent, **_: Any) -> None:
+        agent.on_node_event(event.get("type"), cast(dict[str, Any], event["object"]))
 
     return registry, agent

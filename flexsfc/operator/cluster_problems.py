@@ -49,6 +49,10 @@ def find_problems(status: ClusterStatus, pods: Iterable[dict[str, Any]]) -> None
                     f"interface {refused.get('interface')} refused on {node.name}: {refused.get('reason')}",
                 )
             )
+        if agent.tunnel and agent.tunnel.get("problem") and node.nf_pods:
+            problems.append(
+                Problem("error", subject, f"sends nothing to other nodes: {agent.tunnel['problem']}")
+            )
         if agent.refused_total > len(agent.refused):
             more = agent.refused_total - len(agent.refused)
             problems.append(Problem("error", subject, f"{more} more refused interface(s)"))

@@ -68,6 +68,9 @@ class AgentRecord:
     drops: dict[str, int] = field(default_factory=dict)
     refused: list[dict[str, str]] = field(default_factory=list)
     refused_total: int = 0
+    # Multi-node: the agent's tunnel (device, UDP port, underlay MTU) and why it sends nothing
+    # through it ("" when it does); None from agents without a tunnel or of older versions.
+    tunnel: dict[str, Any] | None = None
 
     @property
     def healthy(self) -> bool:

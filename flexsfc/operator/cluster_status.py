@@ -248,6 +248,7 @@ def _agent(heartbeat: AgentHeartbeat | None, leases_known: bool, now: datetime.d
             if isinstance(r, dict)
         ],
         refused_total=int(summary.get("refusedTotal") or 0),
+        tunnel=summary["tunnel"] if isinstance(summary.get("tunnel"), dict) else None,
     )
 
 

@@ -14,6 +14,7 @@ host nothing of a link or no longer exist (a merge patch on /status, conditional
 resourceVersion it judged, so an agent's concurrent report is never lost).
 """
 
+import datetime
 import json
 import logging
 import threading
@@ -41,6 +42,7 @@ from flexsfc.model.types import ChainSettings, NetworkAttachment, NfDeployment
 from flexsfc.model.workloads import ForeignNetwork
 from flexsfc.operator.conditions import Condition, merge_conditions
 from flexsfc.operator.convert import owner_reference, xc_object
+from flexsfc.operator.heartbeat import agent_namespace, heartbeat_from_lease, lease_name
 from flexsfc.operator.readiness import LinkReadiness, judge_link, nodes_named, placement, summarize
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,7 @@ REASON_APPLIED = "CrossConnectionsApplied"
 REASON_PARTIAL = "Unresolved"
 REASON_PROGRAMMED = "Programmed"
 REASON_NOT_PROGRAMMED = "NotProgrammed"
+REASON_NO_AGENT = "NodeWithoutAgent"
 
 
 @dataclass
@@ -79,6 +82,11 @@ class SyncResult:
     def nodes(self) -> list[str]:
         """The nodes that host the chain and report every link of theirs programmed."""
         return summarize(self.links)[0]
+
+    @property
+    def agentless(self) -> list[str]:
+        """Nodes hosting replicas of the chain without a live agent."""
+        return sorted({node for link in self.links for node in link.agentless})
 
     @property
     def ready(self) -> bool:
@@ -106,6 +114,9 @@ class ChainController:
         self.custom = kubernetes.client.CustomObjectsApi(api_client)
         self.apps = kubernetes.client.AppsV1Api(api_client)
         self.core = kubernetes.client.CoreV1Api(api_client)
+        self.coordination = kubernetes.client.CoordinationV1Api(api_client)
+        self.agent_namespace = agent_namespace()
+        self._hosted: set[tuple[str, str]] = set()  # chains whose last sync found replicas on a node
         self._locks: dict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
 
     def sync_latest(
@@ -119,8 +130,18 @@ class ChainController:
         with self._locks[(namespace, name)]:
             body = self.get_chain(namespace, name)
             if body is None:
+                self._hosted.discard((namespace, name))
                 return None
-            return self.sync(body, emit_for(body))
+            result = self.sync(body, emit_for(body))
+            if any(link.hosting for link in result.links):
+                self._hosted.add((namespace, name))
+            else:
+                self._hosted.discard((namespace, name))
+            return result
+
+    def hosted_chains(self) -> list[tuple[str, str]]:
+        """Chains whose readiness depends on agents' heartbeats (replicas on some node)."""
+        return sorted(self._hosted)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -255,6 +276,16 @@ class ChainController:
         if result.problems and (previous is None or previous.get("message") != message):
             emit("Warning", REASON_PARTIAL, message)
         was_ready = previous_ready is not None and previous_ready.get("status") == "True"
+        told = str((previous_ready or {}).get("message", ""))
+        for node in result.agentless:
+            if f"node {node}: " not in told or "no live agent" not in told:
+                emit(
+                    "Warning",
+                    REASON_NO_AGENT,
+                    f"node {node} hosts replicas of the chain but has no live flexsfc agent (Lease "
+                    f"{self.agent_namespace}/{lease_name(node)} missing or expired): its data plane is "
+                    "not updated; is the agent DaemonSet's pod running there?",
+                )
         if result.ready and not was_ready:
             emit("Normal", "Ready", _ready_message(result)[:1000])
         elif not result.problems and result.node_problems and (was_ready or previous_ready is None):
@@ -278,8 +309,9 @@ class ChainController:
         client = self.core.api_client
         where = placement(client.sanitize_for_serialization(item) for item in pods.items)
         exists = {node: self._node_exists(node) for node in nodes_named(current.values(), where)}
+        alive = {node: self._agent_alive(node) for node, found in exists.items() if found}
         for xc_name in sorted(current):
-            link = judge_link(current[xc_name], where, exists)
+            link = judge_link(current[xc_name], where, exists, alive)
             result.links.append(link)
             if link.prune and self._prune(namespace, current[xc_name], link.prune):
                 result.pruned += [f"{xc_name}: {node}" for node in link.prune]
@@ -292,6 +324,20 @@ class ChainController:
             if exc.status == 404:
                 return False
             raise
+
+    def _agent_alive(self, node: str) -> bool | None:
+        """Whether the node's agent renews its Lease; None when that cannot be told (not allowed)."""
+        try:
+            lease = self.coordination.read_namespaced_lease(lease_name(node), self.agent_namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            if exc.status in (401, 403):
+                log.debug("cannot read the agent Lease of %s: %s", node, exc.reason)
+                return None
+            raise
+        heartbeat = heartbeat_from_lease(self.coordination.api_client.sanitize_for_serialization(lease))
+        return heartbeat is not None and heartbeat.alive(datetime.datetime.now(datetime.UTC))
 
     def _prune(self, namespace: str, xc: dict[str, Any], nodes: list[str]) -> bool:
         meta = xc["metadata"]

@@ -5,15 +5,23 @@ NetworkAttachmentDefinitions and deleted CrossConnections re-sync the chains of 
 objects may arrive in any order. Readiness follows the agents: a CrossConnection whose per-node status
 changes (not its heartbeat-free `lastSyncTime`), an NF pod that lands on, leaves or becomes ready on a
 node, and a deleted Node re-sync the chains concerned. Only `on.event` handlers watch those foreign
-objects: they write nothing to them (no finalizers, no annotations).
+objects: they write nothing to them (no finalizers, no annotations). The agents' heartbeat Leases are
+not watched (that would need cluster-wide rights on leases): a thread re-judges, every
+`agent_check_seconds`, the chains this controller synced with replicas on some node, so an agent that
+stops (or starts) renewing shows in Ready within about that. Not a Kopf timer: timers put a finalizer
+on the chain, and chains must never block in deletion while the controller is down. A peer paused by
+Kopf's peering has synced nothing, so its thread does nothing.
 """
 
+import datetime
 import json
 import logging
+import threading
 from collections.abc import Mapping
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from flexsfc.model.constants import (
     API_GROUP,
@@ -24,11 +32,14 @@ from flexsfc.model.constants import (
     PLURAL_CROSS_CONNECTION,
 )
 from flexsfc.operator.controller import NAD_GROUP, NAD_PLURAL, NAD_VERSION, ChainController, nf_fingerprint
+from flexsfc.operator.heartbeat import DEFAULT_HEARTBEAT_SECONDS
 from flexsfc.operator.kube import KubeTarget
 from flexsfc.operator.pods import pod_phase
 from flexsfc.operator.readiness import node_entries, pod_node
 
 ANNOTATION_PREFIX = "controller.flexsfc.io"
+
+log = logging.getLogger(__name__)
 
 
 def configure(settings: kopf.OperatorSettings, *, peering: str | None, priority: int) -> None:
@@ -48,7 +59,9 @@ def configure(settings: kopf.OperatorSettings, *, peering: str | None, priority:
         settings.peering.priority = priority
 
 
-def build_registry(target: KubeTarget) -> tuple[kopf.OperatorRegistry, ChainController]:
+def build_registry(
+    target: KubeTarget, *, agent_check_seconds: float = DEFAULT_HEARTBEAT_SECONDS
+) -> tuple[kopf.OperatorRegistry, ChainController]:
     registry = kopf.OperatorRegistry()
     target.register_login(registry)
     controller = ChainController(target.api_client())
@@ -75,6 +88,35 @@ def build_registry(target: KubeTarget) -> tuple[kopf.OperatorRegistry, ChainCont
             result.updated,
             result.deleted,
         )
+
+    stop = threading.Event()
+
+    def api_emitter(body: Any) -> Any:
+        # kopf.event needs Kopf's context (its event queue), which this thread has not.
+        def emit(kind: str, reason: str, message: str) -> None:
+            post_event(controller.core, body, kind, reason, message)
+
+        return emit
+
+    def recheck() -> None:
+        while not stop.wait(agent_check_seconds):
+            for namespace, name in controller.hosted_chains():
+                if stop.is_set():
+                    return
+                try:
+                    controller.sync_latest(namespace, name, api_emitter)
+                except Exception:  # the next round retries; events keep syncing meanwhile
+                    if not stop.is_set():
+                        log.exception("re-check of chain %s/%s failed", namespace, name)
+
+    @kopf.on.startup(registry=registry)
+    def start_recheck(**_: Any) -> None:
+        stop.clear()
+        threading.Thread(target=recheck, name="flexsfc-agent-recheck", daemon=True).start()
+
+    @kopf.on.cleanup(registry=registry)
+    def stop_recheck(**_: Any) -> None:
+        stop.set()
 
     def resync_namespace(namespace: str | None, logger: kopf.Logger) -> None:
         assert namespace is not None  # every object watched here is namespaced
@@ -139,6 +181,35 @@ def build_registry(target: KubeTarget) -> tuple[kopf.OperatorRegistry, ChainCont
             logger.info("node %s deleted: re-synced chain %s/%s", node, namespace, chain)
 
     return registry, controller
+
+
+def post_event(core: Any, body: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
+    """A core/v1 Event on the object, as kopf.event would post it (from outside Kopf's handlers)."""
+    meta = body.get("metadata") or {}
+    namespace = meta.get("namespace") or "default"
+    now = datetime.datetime.now(datetime.UTC).isoformat()
+    event = {
+        "metadata": {"generateName": f"{meta.get('name', 'chain')}.", "namespace": namespace},
+        "involvedObject": {
+            "apiVersion": body.get("apiVersion"),
+            "kind": body.get("kind"),
+            "name": meta.get("name"),
+            "namespace": namespace,
+            "uid": meta.get("uid"),
+        },
+        "type": kind,
+        "reason": reason,
+        "message": message[:1024],
+        "source": {"component": "flexsfc-controller"},
+        "reportingComponent": "flexsfc-controller",
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+    try:
+        core.create_namespaced_event(namespace, event)
+    except ApiException as exc:
+        log.warning("cannot post an Event on %s/%s: %s", namespace, meta.get("name"), exc.reason)
 
 
 def xc_fingerprint(xc: Mapping[str, Any]) -> str:

@@ -262,6 +262,38 @@ def cross_connection_spec_schema() -> dict[str, Any]:
     }
 
 
+def _local_ports_schema(side: str) -> dict[str, Any]:
+    return {
+        "type": "array",
+        "description": f"Side {side}'s ports on this node as its data plane holds them (at most 32 listed).",
+        "items": {
+            "type": "object",
+            "properties": {
+                "pod": {"type": "string"},
+                "interface": {"type": "string"},
+                "state": {"type": "string", "description": "active, draining or leaving"},
+            },
+        },
+    }
+
+
+def _remote_targets_schema(side: str) -> dict[str, Any]:
+    return {
+        "type": "array",
+        "description": f"Side {side}'s replicas on other nodes this node sends to through its tunnel, "
+        "by node (at most 32 nodes listed).",
+        "items": {
+            "type": "object",
+            "properties": {
+                "node": {"type": "string"},
+                "address": {"type": "string", "description": "The node's InternalIP (tunnel destination)."},
+                "active": {"type": "integer"},
+                "draining": {"type": "integer"},
+            },
+        },
+    }
+
+
 def cross_connection_status_schema() -> dict[str, Any]:
     node_status = {
         "type": "object",
@@ -278,6 +310,8 @@ def cross_connection_status_schema() -> dict[str, Any]:
             "message": {"type": "string"},
             "observedGeneration": {"type": "integer", "format": "int64"},
             "lastSyncTime": {"type": "string", "format": "date-time"},
+            **{f"local{side}": _local_ports_schema(side) for side in "AB"},
+            **{f"remote{side}": _remote_targets_schema(side) for side in "AB"},
         },
     }
     return {

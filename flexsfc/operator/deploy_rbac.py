@@ -43,7 +43,10 @@ def agent_rules() -> list[dict[str, Any]]:
     """Least privilege of the node agent: reads pods and xcs, writes only the xcs' status."""
     return [
         *_KOPF_RULES,
+        # The NF pods of every node, and the nodes' InternalIP: a chain's replicas on other nodes
+        # are reached through the tunnel to their node (docs/kubernetes.md, "Multi-node").
         _rule([""], ["pods"], ["get", "list", "watch"]),
+        _rule([""], ["nodes"], ["get", "list", "watch"]),
         _rule([API_GROUP], [PLURAL_CROSS_CONNECTION], ["get", "list", "watch"]),
         _rule([API_GROUP], [f"{PLURAL_CROSS_CONNECTION}/status"], ["get", "patch"]),
     ]
@@ -53,6 +56,12 @@ def agent_namespace_rules() -> list[dict[str, Any]]:
     """The agent's heartbeat Lease, in its own namespace only (a Role: never other namespaces'
     leases, which hold other components' leader elections)."""
     return [_rule(["coordination.k8s.io"], ["leases"], ["get", "create", "update", "patch"])]
+
+
+def controller_namespace_rules() -> list[dict[str, Any]]:
+    """The agents' heartbeat Leases, read (by name) in the agents' namespace only: a node hosting NF
+    replicas without a live agent keeps its chains from Ready."""
+    return [_rule(["coordination.k8s.io"], ["leases"], ["get"])]
 
 
 def rbac(

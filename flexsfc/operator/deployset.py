@@ -18,7 +18,7 @@ import yaml
 from flexsfc.operator import crds
 from flexsfc.operator.deploy_base import AGENT, BASE, CONTROLLER, GENERATED_HEADER, IMAGE, PART_OF
 from flexsfc.operator.deploy_base import namespace as namespace
-from flexsfc.operator.deploy_rbac import agent_namespace_rules, rbac
+from flexsfc.operator.deploy_rbac import agent_namespace_rules, controller_namespace_rules, rbac
 from flexsfc.operator.deploy_rbac import agent_rules as agent_rules
 from flexsfc.operator.deploy_rbac import controller_rules as controller_rules
 from flexsfc.operator.deploy_rbac import peering as peering
@@ -92,7 +92,9 @@ def deployment_files() -> list[ManifestFile]:
         ManifestFile(f"{BASE}namespace.yaml", [namespace()]),
         ManifestFile(f"{BASE}resourcequota.yaml", [critical_pods_quota()]),
         *crd_files(),
-        ManifestFile(f"{BASE}rbac-controller.yaml", rbac(CONTROLLER, controller_rules())),
+        ManifestFile(
+            f"{BASE}rbac-controller.yaml", rbac(CONTROLLER, controller_rules(), controller_namespace_rules())
+        ),
         ManifestFile(f"{BASE}rbac-agent.yaml", rbac(AGENT, agent_rules(), agent_namespace_rules())),
         ManifestFile(f"{BASE}peering.yaml", [peering()]),
         ManifestFile(f"{BASE}controller.yaml", [controller_deployment()]),

@@ -122,3 +122,20 @@ def pod_to_replica(pod: dict[str, Any], records: RecordIndex, *, deleted: bool =
         interfaces=interfaces,
     )
     return PodView(replica, missing, annotated_only)
+
+
+def remote_replica(pod: dict[str, Any], *, deleted: bool = False) -> NfReplica | None:
+    """A replica on another node: no interfaces (its node attaches them), identity = its UID, the
+    identity its own node gives its ports. None when the pod is no NF pod or is not bound to a node."""
+    meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
+    nf = (meta.get("labels") or {}).get(LABEL_NF)
+    if not nf or not spec.get("nodeName") or not meta.get("uid"):
+        return None
+    return NfReplica(
+        uid=meta["uid"],
+        namespace=meta.get("namespace") or "default",
+        pod_name=meta.get("name", ""),
+        nf=nf,
+        phase=pod_phase(pod, deleted=deleted),
+        node=str(spec["nodeName"]),
+    )

@@ -9,6 +9,10 @@ finished, on a Node that exists) has an entry that
 - says `ready` (no data-plane error, every running replica's interface attached), and
 - counts at least as many active replicas of each side as the API has running and Ready pods of that
   NF on the node (an agent that has not seen a new replica yet, or has stopped, falls behind here).
+and whose agent is alive (its heartbeat Lease, flexsfc/operator/heartbeat.py, is renewed): an entry
+left by an agent that has stopped says nothing about now, and while no agent runs there the node's
+data plane is not updated (its replicas stay in every node's tables while their pods are Ready: the
+pinned programs keep forwarding, and a lost node's pods are made not Ready by Kubernetes).
 Entries of nodes that host nothing of the link, or no longer exist, are pruned by the controller.
 
 Pure functions over API objects (dicts), shared by the chain controller and `flexsfc status --kube`.
@@ -88,15 +92,22 @@ class LinkReadiness:
     programmed: list[str] = field(default_factory=list)  # of those, the ones that do
     problems: dict[str, list[str]] = field(default_factory=dict)  # node -> why it is not programmed
     prune: list[str] = field(default_factory=list)  # entries of nodes that host nothing or are gone
+    agentless: list[str] = field(default_factory=list)  # hosting nodes without a live agent
 
     @property
     def ready(self) -> bool:
         return not self.problems
 
 
-def judge_link(xc: Mapping[str, Any], where: Placement, node_exists: Mapping[str, bool]) -> LinkReadiness:
+def judge_link(
+    xc: Mapping[str, Any],
+    where: Placement,
+    node_exists: Mapping[str, bool],
+    agent_alive: Mapping[str, bool | None] | None = None,
+) -> LinkReadiness:
     """`node_exists`: node name -> whether its Node object exists (for every node named by the
-    placement of the link's NFs and by its status entries)."""
+    placement of the link's NFs and by its status entries). `agent_alive`: node name -> whether its
+    agent's Lease is renewed (None or absent: not known, e.g. not allowed to read it: not judged)."""
     meta = xc.get("metadata") or {}
     namespace, name = meta.get("namespace") or "default", meta.get("name", "")
     generation = meta.get("generation")
@@ -109,8 +120,21 @@ def judge_link(xc: Mapping[str, Any], where: Placement, node_exists: Mapping[str
     for node in hosting:
         entry = entries.get(node)
         issues: list[str] = []
+        alive = (agent_alive or {}).get(node)
+        if alive is False:
+            result.agentless.append(node)
         if entry is None:
-            issues.append(f"{name}: no report from the node's agent")
+            dead = (
+                ", and no live agent there (its heartbeat Lease is missing or expired)"
+                if alive is False
+                else ""
+            )
+            issues.append(f"{name}: no report from the node's agent{dead}")
+        elif alive is False:
+            issues.append(
+                f"{name}: no live agent on the node (its heartbeat Lease is missing or expired): its report "
+                "is not current"
+            )
         elif generation is not None and entry.get("observedGeneration") != generation:
             issues.append(
                 f"{name}: the agent reports generation {entry.get('observedGeneration')}, not {generation}"

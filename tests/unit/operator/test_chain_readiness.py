@@ -7,6 +7,7 @@ Layout: node-a runs one replica of every NF; node-b one more firewall, node-c on
 """
 
 import contextlib
+import datetime
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,6 +22,7 @@ from test_chain_controller import XC_RESOURCE, chain_status, condition, create, 
 from flexsfc.model.constants import API_GROUP, API_VERSION, LABEL_NF, PLURAL_CROSS_CONNECTION
 from flexsfc.operator import agent_handlers, controller_handlers
 from flexsfc.operator.conditions import now_rfc3339
+from flexsfc.operator.heartbeat import agent_namespace, lease_body, lease_name
 from flexsfc.operator.kube import KubeTarget
 from flexsfc.operator.runner import running_in_thread
 from flexsfc.testing.memory import MemoryDataplane
@@ -75,8 +77,21 @@ class Cluster:
             and not pod["metadata"].get("deletionTimestamp")
         )
 
+    def renew_lease(self, node: str, *, period: float = 60.0) -> None:
+        """The node agent's heartbeat (its Lease): a node without one keeps its chains from Ready."""
+        body = lease_body(node, {}, period=period, now=datetime.datetime.now(datetime.UTC))
+        coordination = kubernetes.client.CoordinationV1Api(self.core.api_client)
+        try:
+            coordination.patch_namespaced_lease(lease_name(node), agent_namespace(), body)
+        except kubernetes.client.exceptions.ApiException as exc:
+            if exc.status != 404:
+                raise
+            coordination.create_namespaced_lease(agent_namespace(), body)
+
     def report(self, node: str, *, ready: bool = True, message: str = "programmed") -> list[str]:
-        """The node agent's report: an entry on every link whose NFs have a pod on the node."""
+        """The node agent's report: its Lease, and an entry on every link whose NFs have a pod on the
+        node."""
+        self.renew_lease(node)
         reported = []
         for name, xc in self.xcs().items():
             a, b = xc["spec"]["sideA"]["nf"], xc["spec"]["sideB"]["nf"]
@@ -296,3 +311,52 @@ def test_two_real_node_agents_drive_readiness_and_pruning(
         wait_for(
             lambda: "node-a, node-b" in ready_condition(kube_api, name)["message"], what="Ready on both again"
         )
+
+
+@pytest.mark.timeout(60)
+def test_a_node_hosting_replicas_without_a_live_agent_keeps_the_chain_from_ready(
+    kube: EmulatorThread, kube_api: kubernetes.client.ApiClient
+) -> None:
+    """A node whose agent's Lease is missing or expired is named in Ready and a NodeWithoutAgent
+    Event, even when it left a report saying ready (an agent that stopped): the Leases are not
+    watched, so the controller re-judges (here every 0.5 s)."""
+    registry, _ = controller_handlers.build_registry(KubeTarget(kube.url), agent_check_seconds=0.5)
+    settings = kopf.OperatorSettings()
+    controller_handlers.configure(settings, peering=None, priority=0)
+    with running_in_thread(registry, settings, name="controller"):
+        cluster, name = deploy_example(kube, kube_api, ("node-a", "node-b"))
+        wait_for(lambda: len(cluster.xcs()) == 4, what="cross-connections")
+        for nf in LAYOUT["node-a"]:
+            cluster.run_pod(nf, "node-a")
+        cluster.run_pod("firewall", "node-b")
+        cluster.report("node-a")
+        cluster.report("node-b")
+        wait_for(lambda: ready_condition(kube_api, name).get("status") == "True", what="Ready")
+        before = len(cluster.events("NodeWithoutAgent"))  # the pods ran before the agents reported
+
+        # node-b's agent stops: its Lease expires, its entries stay.
+        expired = lease_body(
+            "node-b", {}, period=1, now=datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
+        )
+        kubernetes.client.CoordinationV1Api(kube_api).patch_namespaced_lease(
+            lease_name("node-b"), agent_namespace(), expired
+        )
+        message = wait_for(
+            lambda: (
+                ready_condition(kube_api, name).get("status") == "False"
+                and ready_condition(kube_api, name)["message"]
+            ),
+            what="not Ready",
+        )
+        assert "node node-b: transparent-firewall-firewall-gw: no live agent on the node" in message
+        assert "node node-a" not in message
+        (event,) = wait_for(
+            lambda: cluster.events("NodeWithoutAgent")[before:], what="NodeWithoutAgent event"
+        )
+        assert "node node-b hosts replicas of the chain but has no live flexsfc agent" in event["message"]
+
+        # It comes back: Ready again without any other change.
+        cluster.renew_lease("node-b")
+        wait_for(lambda: ready_condition(kube_api, name).get("status") == "True", what="Ready again")
+        time.sleep(1.5)  # several re-checks
+        assert len(cluster.events("NodeWithoutAgent")) == before + 1

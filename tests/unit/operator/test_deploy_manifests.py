@@ -17,6 +17,7 @@ from crd_validation import crd_errors
 
 from flexsfc.model import parse_nad
 from flexsfc.operator import crds, deployset
+from flexsfc.operator.deploy_rbac import controller_namespace_rules, rbac
 
 REPO = Path(__file__).parents[3]
 KUBERNETES_VERSION = "1.31.0"
@@ -106,3 +107,24 @@ def test_agent_daemonset_has_what_the_data_plane_needs() -> None:
     installers = [c for c in pod["initContainers"] if c["name"] == "install-cni"]
     (installer,) = installers
     assert [m["mountPath"] for m in installer["volumeMounts"]] == [deployset.CNI_BIN_MOUNT]
+
+
+def test_multinode_rbac_grows_only_by_reads_of_nodes_and_the_agents_leases() -> None:
+    """The agent reads Nodes (their InternalIP) and every node's NF pods; the controller reads the
+    agents' Leases by name, in the agents' namespace only."""
+    agent_reads = {
+        resource
+        for rule in deployset.agent_rules()
+        if rule["apiGroups"] == [""] and set(rule["verbs"]) == {"get", "list", "watch"}
+        for resource in rule["resources"]
+    }
+    assert {"pods", "nodes"} <= agent_reads
+    controller = rbac("flexsfc-controller", deployset.controller_rules(), controller_namespace_rules())
+    (role,) = [doc for doc in controller if doc["kind"] == "Role"]
+    assert role["metadata"]["namespace"] == "flexsfc-system"
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get"]}
+    ]
+    assert not any(
+        "leases" in rule["resources"] for rule in deployset.controller_rules()
+    )  # never cluster-wide
