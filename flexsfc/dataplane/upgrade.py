@@ -103,6 +103,9 @@ def upgrade_pinned(pin_dir: str, capacities: dict[str, int]) -> UpgradeReport:
         old_prog = libbpf.obj_get(_pin(pin_dir, maps.PROGRAM_NAME))
         opened[maps.PROGRAM_NAME] = old_prog
         report.old_prog_id = libbpf.prog_id(old_prog)
+        old_tunnel_pin = _pin(pin_dir, maps.TUNNEL_PROGRAM_NAME)
+        if os.path.exists(old_tunnel_pin):  # versions before multi-node have none
+            opened[maps.TUNNEL_PROGRAM_NAME] = libbpf.obj_get(old_tunnel_pin)
         refused = []
         specs: dict[str, libbpf.MapSpec] = {}
         for name in obj.map_names():
@@ -149,15 +152,21 @@ def upgrade_pinned(pin_dir: str, capacities: dict[str, int]) -> UpgradeReport:
         obj.load()
         new_prog = obj.program_fd(maps.PROGRAM_NAME)
         report.new_prog_id = libbpf.prog_id(new_prog)
+        new_tunnel = obj.program_fd(maps.TUNNEL_PROGRAM_NAME)
+        old_tunnel = opened.get(maps.TUNNEL_PROGRAM_NAME)
         if (
             libbpf.prog_tag(new_prog) == libbpf.prog_tag(old_prog)
+            and old_tunnel is not None
+            and libbpf.prog_tag(new_tunnel) == libbpf.prog_tag(old_tunnel)
             and not report.replaced
             and not report.created
         ):
             return report  # the same program: the new load goes with obj.close()
         report.upgraded = True
         _move_filters(pin_dir, opened, new_prog, report)
+        _move_tunnel_filter(opened, new_tunnel, report)
         _repin_maps(obj, pin_dir, report)
+        _repin(new_tunnel, _pin(pin_dir, maps.TUNNEL_PROGRAM_NAME))
         _repin(new_prog, _pin(pin_dir, maps.PROGRAM_NAME))  # last: the pins are complete again
         log.warning(
             "data plane at %s upgraded: program %d -> %d on %d ports; maps kept %s, replaced empty %s "
@@ -217,24 +226,24 @@ def _move_filters(pin_dir: str, opened: dict[str, int], prog_fd: int, report: Up
             report.ports_gone.append(ifindex)
             continue
         report.ports.append(ifindex)
-    _move_tunnel_filter(opened, prog_fd, cfg.redirect_mode, report)
 
 
-def _move_tunnel_filter(
-    opened: dict[str, int], prog_fd: int, redirect_mode: int, report: UpgradeReport
-) -> None:
-    """The filter at ingress of the node's VXLAN device (multi-node), when one is recorded."""
+def _move_tunnel_filter(opened: dict[str, int], prog_fd: int, report: UpgradeReport) -> None:
+    """Replace the filter at ingress of the node's VXLAN device (multi-node), when one is recorded,
+    by one running the new tunnel program `prog_fd`, with the same tag."""
     if "tunnel_device" not in opened:
         return  # pinned by a version without the tunnel
-    device = maps.U32()
+    device, cfg = maps.U32(), maps.Config()
     libbpf.map_lookup(opened["tunnel_device"], maps.U32(0), device)
+    libbpf.map_lookup(opened["config"], maps.U32(0), cfg)
     if not device.value or libbpf.tc_query_ingress(device.value, TC_HANDLE, TC_PRIORITY) is None:
-        return
-    tag = maps.TAG_TUNNEL | (maps.TAG_PLAIN_REDIRECT if redirect_mode == maps.MODE_REDIRECT else 0)
+        return  # no device any more: the agent's set_tunnel attaches it again
+    tag = maps.TAG_TUNNEL | (maps.TAG_PLAIN_REDIRECT if cfg.redirect_mode == maps.MODE_REDIRECT else 0)
     tcfilter.attach_ingress(
-        device.value, prog_fd, handle=TC_HANDLE, priority=TC_PRIORITY, tag=tag, name=maps.PROGRAM_NAME,
-        prog_id=report.new_prog_id,
+        device.value, prog_fd, handle=TC_HANDLE, priority=TC_PRIORITY, tag=tag,
+        name=maps.TUNNEL_PROGRAM_NAME, prog_id=libbpf.prog_id(prog_fd),
     )  # fmt: skip
+    report.ports.append(device.value)
 
 
 def _repin(fd: int, path: str) -> None:

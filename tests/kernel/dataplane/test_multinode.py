@@ -5,6 +5,7 @@ are namespaces of one machine, not machines; the kernel, VXLAN and the programs 
 """
 
 import contextlib
+import os
 import selectors
 import socket
 import struct
@@ -16,12 +17,15 @@ import pytest
 from dp_traffic import UDP_PORT, ReplicaServer, UdpFlows, configure, family_of, resolve
 from pyroute2 import IPRoute
 
-from flexsfc.dataplane.api import Neighbour, ReplicaState
+from flexsfc.dataplane import maps
+from flexsfc.dataplane.api import DataplaneError, Neighbour, ReplicaPort, ReplicaState
+from flexsfc.dataplane.facade import Dataplane
+from flexsfc.dataplane.pins import destroy_pinned
 from flexsfc.dataplane.tunnels import tunnel_vni
 from flexsfc.model.constants import DEFAULT_TUNNEL_PORT
 from flexsfc.model.types import Side
 from flexsfc.testing.multinode import NodeLab, Replica, node_lab
-from flexsfc.testing.netlab import add_veth, private_netns, set_up
+from flexsfc.testing.netlab import Host, add_veth, private_netns, set_up
 from flexsfc.util.netns import in_netns
 
 pytestmark = pytest.mark.root
@@ -272,3 +276,33 @@ def test_a_target_leaving_on_its_node_is_replaced_there_before_the_sender_hears(
         assert moved
         assert all(flows.replicas[f] == {before[f]} for f in ids if before[f] != "s2")
         assert all(flows.replicas[f] - {"s2"} for f in moved)
+
+
+def test_a_data_plane_pinned_before_multi_node_upgrades_to_it(host: Host, pin_dir: str) -> None:
+    """A pin set of the version before the tunnel (its maps and the xtunnel program missing): the
+    agent's upgrade creates them, moves the ports' filters and keeps every other map; nothing is left
+    for the first pass to repair."""
+    tunnel_pins = [n for n in maps.MAP_NAMES if n.startswith("tunnel_")]
+    dp = Dataplane(pin_dir, session_capacity=65536)
+    try:
+        a, b = host.add_port().ifindex, host.add_port().ifindex
+        dp.ensure_xc(XC)
+        dp.set_replicas(XC, Side.A, [ReplicaPort(a, "a")])
+        dp.set_replicas(XC, Side.B, [ReplicaPort(b, "b")])
+        dp.close()
+        for name in [*tunnel_pins, maps.TUNNEL_PROGRAM_NAME]:
+            os.unlink(os.path.join(pin_dir, name))
+        with pytest.raises(DataplaneError, match="incomplete pinned state"):
+            Dataplane(pin_dir)
+        dp = Dataplane(pin_dir, upgrade=True)
+        report = dp.upgrade_report
+        assert report is not None and report.upgraded
+        assert sorted(report.created) == sorted(tunnel_pins)
+        assert {"sessions", "ports", "maglev_pool"} <= set(report.kept)
+        assert sorted(report.ports) == sorted([a, b])
+        assert os.path.exists(os.path.join(pin_dir, maps.TUNNEL_PROGRAM_NAME))
+        assert dp.converge() == []
+        assert [p.ifindex for p in dp.replicas(XC, Side.B)] == [b]
+    finally:
+        dp.close()
+        destroy_pinned(pin_dir)
