@@ -20,7 +20,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import cast
 
-from flexsfc.agent.reconciler import ChainSettingsMap, ReconcileError, Reconciler, ReconcileReport
+from flexsfc.agent.desired import ChainSettingsMap
+from flexsfc.agent.reconciler import ReconcileError, Reconciler, ReconcileReport
 from flexsfc.agent.types import NfReplica, Topology, dataplane_name
 from flexsfc.dataplane.api import DataplaneAPI
 from flexsfc.dataplane.sessions import SweepReport

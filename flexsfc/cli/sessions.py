@@ -11,14 +11,8 @@ from typing import Any
 
 import click
 
-from flexsfc.cli.flows import (
-    FlowFilter,
-    Names,
-    default_pin_dir,
-    flow_filter_options,
-    load_names,
-    require_pins,
-)
+from flexsfc.cli.flows_filter import FlowFilter, flow_filter_options
+from flexsfc.cli.flows_names import Names, default_pin_dir, load_names, require_pins
 from flexsfc.dataplane import maps
 from flexsfc.dataplane.api import DataplaneError, SessionEntry
 from flexsfc.dataplane.events import PROTO_NAMES

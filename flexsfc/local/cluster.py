@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
+from flexsfc.agent.desired import ChainSettingsMap
 from flexsfc.agent.picture import Picture, ReplicaEntry
-from flexsfc.agent.reconciler import ChainSettingsMap, ReconcileError, ReconcileReport
+from flexsfc.agent.reconciler import ReconcileError, ReconcileReport
 from flexsfc.agent.types import ChainKey, NfReplica
 from flexsfc.local.nodes import SimNode, SimulatedNodes
 from flexsfc.model.types import ChainSettings, CrossConnectionSpec

@@ -7,9 +7,11 @@ flexsfc.local.observe, and its state file to flexsfc.local.state. The supervisor
 (flexsfc.local.supervisor) wraps a Runtime with a control socket; tests and benchmarks may also drive
 a Runtime in-process.
 
-The plan is kept per namespace (flexsfc.local.manifests): an apply replaces the namespaces its
-objects are in. A Runtime given the state of one whose supervisor died (`adopt`) takes over its pods
-and its pinned data plane without restarting or moving anything.
+The plan is kept per namespace (flexsfc.local.manifests, flexsfc.local.plans): an apply replaces
+the namespaces its objects are in. With simulated nodes (`up --nodes N`) the nodes' agents write their
+data planes, and flexsfc.local.clusterview reads them for the status and the sessions. A Runtime
+given the state of one whose supervisor died (`adopt`) takes over its pods and its pinned data plane
+without restarting or moving anything.
 """
 
 import contextlib
@@ -21,28 +23,34 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable
 
 from flexsfc.agent.locked import LockedDataplane
 from flexsfc.agent.loop import AgentLoop
 from flexsfc.agent.reconciler import ReconcileReport
 from flexsfc.agent.types import ReplicaPhase, dataplane_name
-from flexsfc.dataplane.api import DataplaneAPI, DataplaneReader
+from flexsfc.dataplane.api import DataplaneAPI
 from flexsfc.local import manifests
 from flexsfc.local.cluster import ClusterAgent
+from flexsfc.local.clusterview import ClusterView
 from flexsfc.local.config import RuntimeConfig
 from flexsfc.local.node import LocalCniAgent
-from flexsfc.local.nodes import NF_MTU, UNDERLAY_MTU, NodeError, SimulatedNodes
+from flexsfc.local.nodes import NodeError, SimulatedNodes
 from flexsfc.local.observe import STATUS_SESSION_LIMIT, Observer
+from flexsfc.local.plans import (
+    RuntimeRequestError,
+    check_plan,
+    manifest_error,
+    merge_plans,
+    plan_namespaces,
+    plan_part,
+)
 from flexsfc.local.pod import Pod, remove_sandbox, signal_group
-from flexsfc.local.podspec import PodSpec, parse_pod_template
 from flexsfc.local.replicasets import READY_TIMEOUT_SECONDS, ReplicaSet, ReplicaSets, deployment_key
 from flexsfc.local.state import DesiredReplicas, RuntimeState, read_state, write_state
 from flexsfc.local.status import (
     ApplyResult,
     DeploymentStatus,
-    NodeStatus,
     PodStatus,
     Reaction,
     RuntimeEvent,
@@ -51,7 +59,7 @@ from flexsfc.local.status import (
     SessionRecord,
 )
 from flexsfc.model.errors import ManifestError
-from flexsfc.model.types import NetworkAttachment, Plan, Side
+from flexsfc.model.types import Plan
 
 __all__ = ["READY_TIMEOUT_SECONDS", "ReplicaSet", "Runtime", "RuntimeRequestError", "read_state"]
 
@@ -59,44 +67,6 @@ log = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT_SECONDS = 180.0
 STATE_REACTIONS = 200  # the newest ones the state file keeps
-
-
-class RuntimeRequestError(RuntimeError):
-    """A request the runtime refuses (unknown NF, bad manifests) or a failure it reports."""
-
-
-def plan_namespaces(plan: Plan) -> set[str]:
-    return (
-        {c.namespace for c in plan.chains}
-        | {d.namespace for d in plan.deployments}
-        | {a.namespace for a in plan.attachments}
-        | {x.namespace for x in plan.cross_connections}
-    )
-
-
-def plan_part(plan: Plan, namespace: str) -> Plan:
-    """The objects of `plan` in `namespace`."""
-    return Plan(
-        chains=[c for c in plan.chains if c.namespace == namespace],
-        cross_connections=[x for x in plan.cross_connections if x.namespace == namespace],
-        deployments=[d for d in plan.deployments if d.namespace == namespace],
-        attachments=[a for a in plan.attachments if a.namespace == namespace],
-    )
-
-
-def merge_plans(parts: Iterable[Plan]) -> Plan:
-    merged = Plan(chains=[], cross_connections=[], deployments=[], attachments=[])
-    for part in parts:
-        merged.chains += part.chains
-        merged.cross_connections += part.cross_connections
-        merged.deployments += part.deployments
-        merged.attachments += part.attachments
-    return merged
-
-
-def _manifest_error(exc: ManifestError) -> RuntimeRequestError:
-    errors = [str(issue) for issue in exc.errors]
-    return RuntimeRequestError(f"{len(errors)} error(s) in the manifests: " + "; ".join(errors))
 
 
 def _with_remote_picks(pod: PodStatus, picks: int) -> PodStatus:
@@ -129,10 +99,8 @@ class Runtime:
         # Simulated nodes (`up --nodes N`): each node's agent process owns that node's data plane;
         # this process pushes them the picture and reads their pins for the status.
         self.nodes: SimulatedNodes | None = None
-        self._node_observers: dict[str, Observer] = {}
-        self._node_readers: dict[str, Any] = {}  # node -> its Dataplane, opened read-only here
+        self.cluster_view: ClusterView | None = None
         self._read_lock = threading.Lock()  # a refresh and the reads after it, one status at a time
-        self._node_locked: dict[str, LockedDataplane] = {}  # the same readers, behind their locks
         self.agent: AgentLoop | ClusterAgent
         if config.nodes > 1:
             if adopt is not None:
@@ -140,20 +108,9 @@ class Runtime:
                     f"cannot adopt the {config.nodes}-node runtime in {config.state_dir} (adoption is "
                     "for one node only); `flexsfc down` removes it"
                 )
-            self.nodes = SimulatedNodes(config)
-            self.nodes.start()
-            try:
-                from flexsfc.dataplane.facade import Dataplane
-
-                # Readers only (no upgrade): each node's agent is the writer of its data plane.
-                self._node_readers = {n.name: Dataplane(n.pin_dir) for n in self.nodes.live()}
-            except BaseException:
-                self.nodes.remove()
-                raise
-            readers = {name: LockedDataplane(dp) for name, dp in self._node_readers.items()}
-            self._node_observers = {name: Observer(reader) for name, reader in readers.items()}
-            self.dataplane = readers[self.nodes.live()[0].name]
-            self._node_locked = readers
+            self.cluster_view = ClusterView.start(config, self._read_lock)
+            self.nodes = self.cluster_view.nodes
+            self.dataplane = self.cluster_view.locked[self.nodes.live()[0].name]
             self.agent = ClusterAgent(self.nodes, on_report=self._on_report)
             serve_cni = False  # every node's agent serves its own
         else:
@@ -165,8 +122,8 @@ class Runtime:
         self._sources: dict[str, str] = {}  # namespace -> the manifests it was applied from
         self._lock = threading.RLock()
         self.observer = Observer(self.dataplane)
-        if self.nodes is not None:
-            self.observer.node_reader = self._fresh_reader
+        if self.cluster_view is not None:
+            self.observer.node_reader = self.cluster_view.fresh_reader
         self.replica_sets = ReplicaSets(config, self.agent, self.observer, self.persist, self._lock)
         self.replica_sets.cluster = self.nodes
         # This process is the node's agent: the pods' CNI calls come back to it through the shim,
@@ -218,7 +175,7 @@ class Runtime:
         try:
             plan = manifests.plan_of(documents, issues)
         except ManifestError as exc:
-            raise _manifest_error(exc) from None
+            raise manifest_error(exc) from None
         return self.apply(plan, path, documents=manifests.by_namespace(documents))
 
     def apply(
@@ -234,7 +191,7 @@ class Runtime:
             parts = {ns: p for ns, p in self._parts.items() if ns not in namespaces}
         parts |= {ns: plan_part(plan, ns) for ns in namespaces}
         merged = merge_plans(parts[ns] for ns in sorted(parts))
-        specs, networks = self._check(merged)
+        specs, networks = check_plan(merged, self.nodes is not None)
         with self._lock:
             self._parts = parts
             self._sources = {ns: s for ns, s in self._sources.items() if ns in parts}
@@ -249,33 +206,6 @@ class Runtime:
         self.replica_sets.reconcile()
         self.persist()
         return changes
-
-    def _check(self, plan: Plan) -> tuple[dict[str, PodSpec], dict[tuple[str, str], NetworkAttachment]]:
-        """Pod templates parsed, every network selection resolved; raises what is wrong."""
-        specs = {
-            deployment_key(d.namespace, d.name): parse_pod_template(
-                d.pod_template, f"Deployment {d.namespace}/{d.name}"
-            )
-            for d in plan.deployments
-        }
-        networks = {(a.namespace, a.name): a for a in plan.attachments}
-        if self.nodes is not None:
-            for a in plan.attachments:
-                mtu = a.config.get("mtu")
-                if isinstance(mtu, int) and mtu > NF_MTU:
-                    raise RuntimeRequestError(
-                        f"NetworkAttachmentDefinition {a.namespace}/{a.name}: mtu {mtu} does not fit the "
-                        f"nodes' underlay (MTU {UNDERLAY_MTU} minus {UNDERLAY_MTU - NF_MTU} bytes of VXLAN); "
-                        f"set mtu to at most {NF_MTU} or leave it out"
-                    )
-        for dep in plan.deployments:
-            for sel in dep.networks:
-                if (sel.namespace or dep.namespace, sel.network) not in networks:
-                    raise RuntimeRequestError(
-                        f"Deployment {dep.namespace}/{dep.name}: network {sel.network} has no "
-                        "NetworkAttachmentDefinition in the manifests; add it"
-                    )
-        return specs, networks
 
     def _tell_agent(self, plan: Plan) -> None:
         # Chains are namespaced: the same chain name may run in several namespaces.
@@ -328,8 +258,8 @@ class Runtime:
         try:
             plan = manifests.plan_of(documents)
         except ManifestError as exc:
-            raise _manifest_error(exc) from None
-        specs, networks = self._check(plan)
+            raise manifest_error(exc) from None
+        specs, networks = check_plan(plan, self.nodes is not None)
         with self._lock:
             self._parts = {ns: plan_part(plan, ns) for ns in plan_namespaces(plan)}
             self._sources = sources
@@ -398,11 +328,9 @@ class Runtime:
         if self.cni is not None:
             self.cni.stop()  # every pod's DEL is done: nothing calls the socket any more
         self.agent.stop()
-        if self.nodes is not None:
-            for reader in self._node_readers.values():
-                with contextlib.suppress(Exception):
-                    reader.close()
-            errors += self.nodes.remove()  # agents, node namespaces, fabric, the nodes' pins
+        if self.cluster_view is not None:
+            self.cluster_view.close()
+            errors += self.cluster_view.nodes.remove()  # agents, node namespaces, fabric, the nodes' pins
         else:
             try:
                 self.dataplane.destroy()
@@ -425,105 +353,41 @@ class Runtime:
 
     def status(self) -> RuntimeStatus:
         """Chains, cross-connections, deployments and pods with per-replica counters and sessions."""
+        view = self.cluster_view
         with self._read_lock:
-            self._refresh_nodes()
+            if view is not None:
+                view.refresh()
             reading = self.observer.read_dataplane()
             # Ifindexes are per node namespace: a pod's counters come from its own node's data plane.
-            readings = {n: o.read_dataplane() for n, o in self._node_observers.items() if self._live(n)}
-            remote_picks = self._remote_picks(readings)
+            readings = view.readings() if view is not None else {}
+            remote_picks = view.remote_picks(readings) if view is not None else Counter[str]()
         with self._lock:
             plan = self.plan
             pods = [readings.get(p.node, reading).pod_status(p) for p in self.pods()]
             deployments = self.summary()
         pods = [_with_remote_picks(p, remote_picks.get(p.uid, 0)) for p in pods]
         status = self.observer.status(reading, plan, self.source, pods, deployments)
-        if self.nodes is not None:
-            status = dataclasses.replace(status, nodes=self._node_status(pods))
+        if view is not None:
+            status = dataclasses.replace(status, nodes=view.node_status(pods))
         return status if self.cni is None else dataclasses.replace(status, cni=self.cni.status())
-
-    def _fresh_reader(self, node: str) -> DataplaneReader | None:
-        """The node's data plane as read here, refreshed (it now holds the ports its agent added)."""
-        reader = self._node_readers.get(node)
-        if reader is None or not self._live(node):
-            return None
-        with self._read_lock:
-            try:
-                reader.refresh()
-            except Exception:
-                return None
-        return self._node_locked.get(node)
-
-    def _refresh_nodes(self) -> None:
-        """The nodes' agents write their data planes: what this process opened re-reads their
-        cross-connections and ports before a read (a reader's view is not kept current)."""
-        for name, reader in list(self._node_readers.items()):
-            if self._live(name):
-                try:
-                    reader.refresh()
-                except Exception as exc:  # a status read must not take the supervisor down
-                    log.warning("node %s: data plane refresh failed: %s", name, exc)
-
-    def _remote_picks(self, readings: dict[str, Any]) -> Counter[str]:
-        """Pod UID -> sessions other nodes created toward it: a first packet picks its replica on
-        the node it enters, which counts it on its own port for the (remote) replica."""
-        picks: Counter[str] = Counter()
-        for name, reader in self._node_locked.items():
-            if name not in readings:
-                continue
-            stats = readings[name].stats
-            try:
-                for xc in reader.list_xcs():
-                    for side in Side:
-                        for port in reader.replicas(xc, side):
-                            if port.remote is not None and port.ifindex in stats:
-                                picks[port.identity] += stats[port.ifindex].sessions_created
-            except Exception as exc:  # a status read must not take the supervisor down
-                log.warning("node %s: reading its remote ports failed: %s", name, exc)
-        return picks
-
-    def _live(self, node: str) -> bool:
-        return self.nodes is not None and node not in self.nodes.failed
-
-    def _node_status(self, pods: list[PodStatus]) -> tuple[NodeStatus, ...]:
-        assert self.nodes is not None
-        result = []
-        for node in self.nodes.all.values():
-            agent, info = self.nodes.agent_status(node)
-            process = self.nodes.agents.get(node.name)
-            result.append(
-                NodeStatus(
-                    name=node.name,
-                    address=node.address,
-                    netns=node.netns,
-                    agent_pid=process.pid if process is not None else 0,
-                    agent=agent,
-                    pods=sum(1 for p in pods if p.node == node.name),
-                    pushes=int(info.get("pushes", 0)),
-                    last_error=str(info.get("lastError", "")),
-                )
-            )
-        return tuple(result)
 
     def fail_node(self, name: str) -> dict[str, object]:
         """`flexsfc node fail`: the node disappears abruptly (agent SIGKILLed, its namespace and its
         pods' namespaces deleted, under traffic); the other nodes are told, and the replica sets
         replace the lost replicas on the nodes that remain."""
-        if self.nodes is None:
+        view = self.cluster_view
+        if view is None:
             raise RuntimeRequestError("this runtime has one node; `flexsfc up --nodes N` simulates several")
         try:
-            self.nodes.fail(name)
+            view.nodes.fail(name)
         except NodeError as exc:
             raise RuntimeRequestError(str(exc)) from None
         with self._read_lock:  # no status read is using its maps while they close
-            self._node_observers.pop(name, None)
-            gone = self._node_locked.pop(name, None)
-            if gone is self.dataplane and self._node_locked:
+            gone = view.drop(name)
+            if gone is self.dataplane and view.locked:
                 # Cross-connection figures are read from one node: another one from now on.
-                self.dataplane = self.observer.dataplane = next(iter(self._node_locked.values()))
-            reader = self._node_readers.pop(name, None)
-            if reader is not None:
-                with contextlib.suppress(Exception):
-                    reader.close()
+                self.dataplane = self.observer.dataplane = next(iter(view.locked.values()))
+            view.close_reader(name)
         lost = []
         with self._lock:
             for rs in self.sets.values():
@@ -554,35 +418,9 @@ class Runtime:
                 named = [x for x in (self.plan.cross_connections if self.plan else []) if x.name == xc]
             if len(named) == 1:
                 xc = dataplane_name(named[0])
-        if self.nodes is None:
+        if self.cluster_view is None:
             return self.observer.sessions(self.pods(), xc, limit)
-        return self._cluster_sessions(xc, limit)
-
-    def _cluster_sessions(self, xc: str | None, limit: int) -> list[SessionRecord]:
-        """Every node's session entries, one record per flow: a node resolves only its own ports
-        (a replica on another node is a tunnel target there), so each end's pod is taken from the
-        node that hosts it."""
-        pods = self.pods()
-        merged: dict[tuple[object, ...], SessionRecord] = {}
-        with self._read_lock:
-            self._refresh_nodes()
-            records: list[SessionRecord] = []
-            for name, observer in list(self._node_observers.items()):
-                if not self._live(name):
-                    continue
-                try:
-                    records += observer.sessions([p for p in pods if p.node == name], xc, limit)
-                except ValueError:
-                    continue  # the node does not hold that cross-connection (yet): no session there
-        for rec in records:
-            key = (rec.xc, rec.proto, rec.addr_lo, rec.port_lo, rec.addr_hi, rec.port_hi)
-            seen = merged.get(key)
-            if seen is not None:
-                pod_a, pod_b = rec.pod_a or seen.pod_a, rec.pod_b or seen.pod_b
-                merged[key] = dataclasses.replace(rec, pod_a=pod_a, pod_b=pod_b)
-            else:
-                merged[key] = rec
-        return list(merged.values())
+        return self.cluster_view.sessions(self.pods(), xc, limit)
 
     # -- state on disk -------------------------------------------------------------------------
 

@@ -21,9 +21,10 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from flexsfc import __version__
+from flexsfc.agent.desired import desired_ports
 from flexsfc.agent.hostports import Refusal
 from flexsfc.agent.loop import AgentLoop
-from flexsfc.agent.reconciler import ReconcileReport, desired_ports
+from flexsfc.agent.reconciler import ReconcileReport
 from flexsfc.agent.types import NfReplica, ReplicaPhase, dataplane_name
 from flexsfc.dataplane.api import ReplicaPort, ReplicaState
 from flexsfc.dataplane.vxlan import nf_mtu

@@ -11,7 +11,8 @@ Ready comes from the node agents (flexsfc/operator/readiness.py): the chain is R
 resolved and applied and every node hosting one of its NF replicas reports each of its links
 programmed for the current generation. The controller prunes the per-node status entries of nodes that
 host nothing of a link or no longer exist (a merge patch on /status, conditional on the
-resourceVersion it judged, so an agent's concurrent report is never lost).
+resourceVersion it judged, so an agent's concurrent report is never lost). The chain's own status
+(conditions, reasons, messages) is written by flexsfc.operator.chain_status.
 """
 
 import datetime
@@ -20,7 +21,6 @@ import logging
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import kubernetes
@@ -40,10 +40,19 @@ from flexsfc.model.constants import (
 from flexsfc.model.errors import Issue
 from flexsfc.model.types import ChainSettings, NetworkAttachment, NfDeployment
 from flexsfc.model.workloads import ForeignNetwork
-from flexsfc.operator.conditions import Condition, merge_conditions
+from flexsfc.operator.chain_status import (
+    REASON_INVALID,
+    REASON_NO_AGENT,
+    REASON_NOT_PROGRAMMED,
+    REASON_PARTIAL,
+    SyncResult,
+    current_condition,
+    ready_message,
+    write_status,
+)
 from flexsfc.operator.convert import owner_reference, xc_object
 from flexsfc.operator.heartbeat import agent_namespace, heartbeat_from_lease, lease_name
-from flexsfc.operator.readiness import LinkReadiness, judge_link, nodes_named, placement, summarize
+from flexsfc.operator.readiness import judge_link, nodes_named, placement
 
 log = logging.getLogger(__name__)
 
@@ -52,45 +61,6 @@ NAD_PLURAL = "network-attachment-definitions"
 
 # (event type "Normal"/"Warning", reason, message) -> posted as a Kubernetes Event on the chain.
 EventSink = Callable[[str, str, str], None]
-
-MAX_CONDITION_MESSAGE = 32768  # metav1.Condition's limit
-REASON_INVALID = "InvalidSpec"
-REASON_APPLIED = "CrossConnectionsApplied"
-REASON_PARTIAL = "Unresolved"
-REASON_PROGRAMMED = "Programmed"
-REASON_NOT_PROGRAMMED = "NotProgrammed"
-REASON_NO_AGENT = "NodeWithoutAgent"
-
-
-@dataclass
-class SyncResult:
-    valid: bool
-    created: list[str] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)
-    deleted: list[str] = field(default_factory=list)
-    desired: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)  # why the chain is not (fully) resolved
-    links: list[LinkReadiness] = field(default_factory=list)  # each applied link, judged per node
-    pruned: list[str] = field(default_factory=list)  # "xc: node" entries removed from xc status
-
-    @property
-    def node_problems(self) -> list[str]:
-        """One line per node hosting the chain that does not report all of its links programmed."""
-        return summarize(self.links)[1]
-
-    @property
-    def nodes(self) -> list[str]:
-        """The nodes that host the chain and report every link of theirs programmed."""
-        return summarize(self.links)[0]
-
-    @property
-    def agentless(self) -> list[str]:
-        """Nodes hosting replicas of the chain without a live agent."""
-        return sorted({node for link in self.links for node in link.agentless})
-
-    @property
-    def ready(self) -> bool:
-        return self.valid and not self.problems and not self.node_problems
 
 
 def _issue_lines(issues: list[Issue]) -> list[str]:
@@ -232,7 +202,7 @@ class ChainController:
         chain, issues = parse_chain(body)
         if chain is None:
             result = SyncResult(valid=False, problems=_issue_lines(issues))
-            self._write_status(body, result, [])
+            write_status(self.custom, body, result, [])
             emit("Warning", REASON_INVALID, "; ".join(result.problems)[:1000])
             return result
 
@@ -255,9 +225,9 @@ class ChainController:
         result.desired = sorted(desired)
         current = self._apply(namespace, name, meta["uid"], desired, result)
         self._judge(namespace, current, result)
-        previous_ready = _condition(body, "Ready")
+        previous_ready = current_condition(body, "Ready")
         try:
-            self._write_status(body, result, [n for n in plan.links if n.name in desired])
+            write_status(self.custom, body, result, [n for n in plan.links if n.name in desired])
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -271,7 +241,7 @@ class ChainController:
             emit("Normal", "CrossConnectionUpdated", f"updated CrossConnection {xc_name}")
         for xc_name in result.deleted:
             emit("Normal", "CrossConnectionDeleted", f"deleted CrossConnection {xc_name}")
-        previous = _condition(body, "Degraded")
+        previous = current_condition(body, "Degraded")
         message = "; ".join(result.problems)[:1000]
         if result.problems and (previous is None or previous.get("message") != message):
             emit("Warning", REASON_PARTIAL, message)
@@ -287,7 +257,7 @@ class ChainController:
                     "not updated; is the agent DaemonSet's pod running there?",
                 )
         if result.ready and not was_ready:
-            emit("Normal", "Ready", _ready_message(result)[:1000])
+            emit("Normal", "Ready", ready_message(result)[:1000])
         elif not result.problems and result.node_problems and (was_ready or previous_ready is None):
             emit("Warning", REASON_NOT_PROGRAMMED, "; ".join(result.node_problems)[:1000])
         return result
@@ -408,75 +378,6 @@ class ChainController:
         except ApiException as exc:
             if exc.status != 404:
                 raise
-
-    def _write_status(self, body: dict[str, Any], result: SyncResult, links: list[Any]) -> None:
-        meta = body["metadata"]
-        generation = meta.get("generation")
-        if not result.valid:
-            wanted = [
-                Condition("Ready", False, REASON_INVALID, "the chain is invalid; nothing was applied"),
-                Condition("Degraded", True, REASON_INVALID, _bounded("; ".join(result.problems))),
-            ]
-        elif result.problems:
-            wanted = [
-                Condition("Ready", False, REASON_PARTIAL, f"{len(result.desired)} of the links are applied"),
-                Condition("Degraded", True, REASON_PARTIAL, _bounded("; ".join(result.problems))),
-            ]
-        elif result.node_problems:
-            wanted = [
-                Condition(
-                    "Ready",
-                    False,
-                    REASON_NOT_PROGRAMMED,
-                    _bounded("not programmed on every node hosting it: " + "; ".join(result.node_problems)),
-                ),
-                Condition("Degraded", False, REASON_APPLIED, "all links are resolved"),
-            ]
-        else:
-            wanted = [
-                Condition("Ready", True, REASON_PROGRAMMED, _ready_message(result)),
-                Condition("Degraded", False, REASON_APPLIED, "all links are resolved"),
-            ]
-        status: dict[str, Any] = {
-            "conditions": merge_conditions((body.get("status") or {}).get("conditions"), wanted, generation),
-            "crossConnections": result.desired,
-            "links": len(result.desired),
-        }
-        if generation is not None:
-            status["observedGeneration"] = generation
-        if _same_status(body.get("status") or {}, status):
-            return
-        self.custom.patch_namespaced_custom_object_status(
-            API_GROUP,
-            API_VERSION,
-            meta.get("namespace") or "default",
-            PLURAL_CHAIN,
-            meta["name"],
-            {"status": status},
-        )
-
-
-def _ready_message(result: SyncResult) -> str:
-    nodes = result.nodes
-    where = f"on {len(nodes)} node(s): {', '.join(nodes[:8])}" + (" ..." if len(nodes) > 8 else "")
-    if not nodes:
-        where = "(no node hosts a replica yet)"
-    return f"{len(result.desired)} CrossConnection(s) applied, programmed {where}"
-
-
-def _bounded(message: str, limit: int = MAX_CONDITION_MESSAGE) -> str:
-    return message if len(message) <= limit else message[: limit - 20] + " ... (truncated)"
-
-
-def _condition(body: dict[str, Any], kind: str) -> dict[str, Any] | None:
-    conditions = (body.get("status") or {}).get("conditions") or []
-    return next((c for c in conditions if isinstance(c, dict) and c.get("type") == kind), None)
-
-
-def _same_status(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
-    return all(
-        json.dumps(current.get(k), sort_keys=True) == json.dumps(v, sort_keys=True) for k, v in wanted.items()
-    )
 
 
 def nf_fingerprint(deployment: Mapping[str, Any]) -> str:

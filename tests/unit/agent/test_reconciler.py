@@ -8,7 +8,8 @@ import ipaddress
 
 import pytest
 
-from flexsfc.agent.reconciler import Reconciler, desired_neighbours
+from flexsfc.agent.desired import desired_neighbours
+from flexsfc.agent.reconciler import Reconciler
 from flexsfc.agent.types import NfReplica, ReplicaPhase, Topology
 from flexsfc.dataplane.api import Neighbour, RemoteEndpoint, ReplicaPort, ReplicaState
 from flexsfc.dataplane.naming import xc_key

@@ -9,16 +9,9 @@ import socket
 import click
 import pytest
 
-from flexsfc.cli.flows import (
-    EventFilter,
-    FlowFilter,
-    Names,
-    PortName,
-    Recreated,
-    parse_flow,
-    to_json,
-    to_text,
-)
+from flexsfc.cli.flows_filter import EventFilter, FlowFilter, parse_flow
+from flexsfc.cli.flows_names import Names, PortName
+from flexsfc.cli.flows_render import Recreated, to_json, to_text
 from flexsfc.dataplane import maps
 from flexsfc.dataplane.events import decode, flow_of_frame
 from flexsfc.testing import frames
