@@ -1,6 +1,8 @@
 """The shim's DEL queue, replayed: each file a request the shim could not send while the agent was
-down, run through the handler and removed once the DEL succeeded (a failed one is kept for the next
-pass, an unreadable one removed)."""
+down, run through the handler and removed once the DEL succeeded. A failed one is kept for the next
+pass, up to GIVE_UP_SECONDS after it was queued: then it is set aside as `abandoned-<name>` (kept for
+the operator to read, never retried, logged once), so one DEL that can never succeed does not fail
+and log on every pass forever. An unreadable one is removed."""
 
 import contextlib
 import logging
@@ -19,6 +21,11 @@ from flexsfc.agent.cni_wire import (
     decode_request,
 )
 
+# A DEL failing this long after it was queued will not succeed by being retried (its pod's state is
+# gone or broken): the node agent sets it aside. A day covers any agent outage worth waiting for.
+GIVE_UP_SECONDS = 24 * 3600.0
+ABANDONED_PREFIX = "abandoned-"
+
 log = logging.getLogger("flexsfc.agent.cni_server")  # one logger for the CNI socket (`flexsfc agent -v`)
 
 
@@ -26,10 +33,13 @@ log = logging.getLogger("flexsfc.agent.cni_server")  # one logger for the CNI so
 class QueueReport:
     applied: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)  # failed: retried on the next pass
+    abandoned: list[str] = field(default_factory=list)  # failed for GIVE_UP_SECONDS: set aside
     dropped: list[str] = field(default_factory=list)  # unreadable or not a DEL: removed
 
 
-def drain_delete_queue(directory: str, handler: Handler) -> QueueReport:
+def drain_delete_queue(
+    directory: str, handler: Handler, *, give_up_seconds: float = GIVE_UP_SECONDS
+) -> QueueReport:
     """Replay every DEL the shim queued in ``directory`` (oldest first); see the module's doc."""
     report = QueueReport()
     try:
@@ -66,6 +76,19 @@ def drain_delete_queue(directory: str, handler: Handler) -> QueueReport:
                 environ.get("CNI_CONTAINERID"),
                 environ.get("CNI_IFNAME"),
             )
+        elif _age(path) > give_up_seconds:
+            _set_aside(path, os.path.join(directory, ABANDONED_PREFIX + name))
+            report.abandoned.append(name)
+            log.error(
+                "CNI delete queue: %s (%s/%s) fails after %.0f h: set aside as %s%s, not retried: %s",
+                name,
+                environ.get("CNI_CONTAINERID"),
+                environ.get("CNI_IFNAME"),
+                give_up_seconds / 3600,
+                ABANDONED_PREFIX,
+                name,
+                stdout.decode(errors="replace").strip()[:500],
+            )
         else:
             report.kept.append(name)
             log.warning(
@@ -74,6 +97,21 @@ def drain_delete_queue(directory: str, handler: Handler) -> QueueReport:
                 stdout.decode(errors="replace").strip()[:500],
             )
     return report
+
+
+def _age(path: str) -> float:
+    """Seconds since the shim queued the file (its mtime; 0 when it cannot be read)."""
+    try:
+        return time.time() - os.lstat(path).st_mtime
+    except OSError:
+        return 0.0
+
+
+def _set_aside(path: str, aside: str) -> None:
+    try:
+        os.rename(path, aside)
+    except OSError as exc:
+        log.error("CNI delete queue: cannot set %s aside: %s", path, exc)
 
 
 def _read_queue_file(path: str) -> bytes:

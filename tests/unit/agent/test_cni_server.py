@@ -92,6 +92,21 @@ def test_queue_replays_dels_oldest_first_keeps_failures_drops_garbage(tmp_path: 
     assert drain_delete_queue(str(tmp_path / "absent"), handler).applied == []
 
 
+def test_a_del_failing_past_the_give_up_age_is_set_aside_once(tmp_path: Path) -> None:
+    old = _queue(tmp_path, "del-1-1", {"CNI_COMMAND": "DEL", "CNI_CONTAINERID": "stuck"})
+    _queue(tmp_path, "del-2-1", {"CNI_COMMAND": "DEL", "CNI_CONTAINERID": "recent"})
+    day_ago = time.time() - 2 * 3600
+    os.utime(old, (day_ago, day_ago))
+
+    def fails(environ: Mapping[str, str], stdin: bytes) -> tuple[int, bytes]:
+        return 1, b'{"code": 11}'
+
+    report = drain_delete_queue(str(tmp_path), fails, give_up_seconds=3600)
+    assert report.abandoned == ["del-1-1"] and report.kept == ["del-2-1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["abandoned-del-1-1", "del-2-1"]
+    assert drain_delete_queue(str(tmp_path), fails, give_up_seconds=3600).abandoned == []  # never again
+
+
 def test_a_directory_in_the_queue_never_stops_the_pass(tmp_path: Path) -> None:
     """A NAD's IPAM plugin (e.g. host-local's dataDir) could once make directories anywhere the agent
     writes: one named like a queue entry is skipped, and the DELs after it still run."""
