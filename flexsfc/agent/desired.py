@@ -11,7 +11,7 @@ from dataclasses import replace
 from flexsfc.agent.types import ChainKey, NfReplica, ReplicaPhase, Topology, dataplane_name, side_ports
 from flexsfc.dataplane.api import Neighbour, RemoteEndpoint, ReplicaPort, ReplicaState
 from flexsfc.dataplane.tunnels import remote_key
-from flexsfc.model.types import ChainSettings, CrossConnectionSpec, Side, XcSide
+from flexsfc.model.types import ChainSettings, CrossConnectionSpec, Mode, Side, XcSide
 
 # Chain settings by (namespace, chain); a bare chain name applies in every namespace (front ends
 # that only ever hold one namespace's chains, like the local runtime, may still key by name).
@@ -115,6 +115,35 @@ def desired_neighbours(side: XcSide) -> list[Neighbour]:
         (Neighbour(ip=str(ipaddress.ip_interface(addr).ip), mac=side.mac.lower()) for addr in side.addresses),
         key=lambda n: n.ip,
     )
+
+
+def answered_neighbours(specs: Mapping[str, CrossConnectionSpec]) -> dict[SideKey, list[Neighbour]]:
+    """What each side's program answers ARP/ND for, by (data-plane name, side): an L3 side's own
+    addresses; for an L2 (bump-in-the-wire) side, those of the first L3 NF beyond it in the chain,
+    whose address the other side resolves through it. Answered in place, each requesting replica
+    gets its own reply: carried through the L2 NF instead, the identical requests of several
+    replicas (one shared address and MAC) share one session, and every reply went to whichever
+    replica asked last, leaving the others unresolved for a second or more. A chain that ends in L2
+    NFs has nothing beyond them: nothing is answered there, as before."""
+    by_nf_side: dict[tuple[str, str, str, Side], CrossConnectionSpec] = {}
+    for xc in specs.values():
+        for side in Side:
+            by_nf_side[(xc.namespace, xc.chain, xc.side(side).nf, side)] = xc
+    answered: dict[SideKey, list[Neighbour]] = {}
+    for name, xc in specs.items():
+        for side in Side:
+            current, seen = xc, {name}
+            while current.side(side).mode is Mode.L2 and not current.side(side).addresses:
+                # The L2 NF's other interface is on the other side of the next cross-connection
+                # in the same direction (side B: further down the chain; side A: further up).
+                other = Side.A if side is Side.B else Side.B
+                beyond = by_nf_side.get((current.namespace, current.chain, current.side(side).nf, other))
+                if beyond is None or dataplane_name(beyond) in seen:
+                    break
+                seen.add(dataplane_name(beyond))
+                current = beyond
+            answered[(name, side)] = desired_neighbours(current.side(side))
+    return answered
 
 
 def settle_conflicts(

@@ -23,9 +23,9 @@ from typing import ParamSpec, TypeVar
 from flexsfc.agent.desired import (
     ChainSettingsMap,
     SideKey,
+    answered_neighbours,
     apply_leaving,
     chain_settings_of,
-    desired_neighbours,
     desired_ports,
     port_owners,
     settle_conflicts,
@@ -208,9 +208,10 @@ class Reconciler:
             report.conflicts.append(message)
             report.errors.append(message)
 
+        answered = answered_neighbours(specs)
         for name, xc in specs.items():
             try:
-                self._reconcile_xc(report, name, xc, want, have, existing, settings(xc))
+                self._reconcile_xc(report, name, want, have, answered, existing, settings(xc))
             except Exception as exc:  # one broken xc must not stop the others
                 log.exception("reconcile of cross-connection %s failed", name)
                 report.errors.append(f"{name}: {exc}")
@@ -280,9 +281,9 @@ class Reconciler:
         self,
         report: ReconcileReport,
         name: str,
-        xc: CrossConnectionSpec,
         want: Mapping[SideKey, list[ReplicaPort]],
         have: Mapping[SideKey, list[ReplicaPort]],
+        answered: Mapping[SideKey, list[Neighbour]],
         existing: Mapping[str, int],
         chain: ChainSettings | None,
     ) -> None:
@@ -303,7 +304,7 @@ class Reconciler:
                 report.ports_detached.extend(sorted(have_idx - want_idx))
 
             # The neighbours of side S are answered to packets arriving from the other side.
-            neighbours = desired_neighbours(xc.side(side))
+            neighbours = answered[(name, side)]
             if self._programmed_neighbours(name, side) != neighbours:
                 self._timed(
                     report, "set_neighbours", target, self.dataplane.set_neighbours, name, side, neighbours

@@ -25,6 +25,7 @@ from typing import Any
 
 UDP_FORMAT = struct.Struct("!IIQ")  # flow id, sequence number, send time (ns)
 UDP_PAYLOAD = 64
+MAX_DATAGRAM = 65535  # receive buffers: long-lived flows may send datagrams larger than the MTU
 TCP_CHUNK = 256
 DRAIN_SECONDS = 0.5  # wait for the last echoes before counting losses
 SOCKET_BUFFER = 4 << 20  # a Python echo server stalls now and then: buffer bursts, do not drop them
@@ -74,7 +75,7 @@ def serve(port: int, bind: str = "") -> None:
             elif key.data == "udp":
                 for _ in range(64):
                     try:
-                        data, addr = udp.recvfrom(2048)
+                        data, addr = udp.recvfrom(MAX_DATAGRAM)
                     except BlockingIOError:
                         break
                     with contextlib.suppress(OSError):
@@ -190,7 +191,7 @@ def run_client(args: argparse.Namespace) -> dict[str, Any]:
             late_pending = False
         if udp_interval and now >= next_udp:
             for flow in udp_flows:
-                _udp_send(flow)
+                _udp_send(flow, args.udp_size)
             next_udp += udp_interval
             if now - next_udp > MAX_CATCH_UP_SECONDS:  # stalled: do not burst the backlog
                 next_udp = now
@@ -284,11 +285,11 @@ def _serve_ready(sel: selectors.BaseSelector, flow: UdpFlow | TcpFlow | ShortFlo
     return 0
 
 
-def _udp_send(flow: UdpFlow) -> None:
+def _udp_send(flow: UdpFlow, size: int = UDP_PAYLOAD) -> None:
     now = time.time_ns()
     # A failed send counts as lost: it was due and no echo will come back.
     with contextlib.suppress(OSError):
-        flow.sock.send(UDP_FORMAT.pack(flow.fid, flow.sent, now).ljust(UDP_PAYLOAD, b"\0"))
+        flow.sock.send(UDP_FORMAT.pack(flow.fid, flow.sent, now).ljust(size, b"\0"))
     flow.send_ns.append(now)
     flow.sent += 1
 
@@ -296,7 +297,7 @@ def _udp_send(flow: UdpFlow) -> None:
 def _udp_receive(flow: UdpFlow) -> None:
     for _ in range(64):
         try:
-            data = flow.sock.recv(2048)
+            data = flow.sock.recv(MAX_DATAGRAM)
         except (BlockingIOError, ConnectionRefusedError):
             return
         except OSError:
@@ -376,6 +377,12 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_argument("--tcp", type=int, default=16, help="long-lived TCP connections")
     cli.add_argument("--udp", type=int, default=16, help="long-lived UDP flows")
     cli.add_argument("--udp-pps", type=float, default=50.0, help="datagrams per second per UDP flow")
+    cli.add_argument(
+        "--udp-size",
+        type=int,
+        default=UDP_PAYLOAD,
+        help="payload bytes of the long-lived flows' datagrams (beyond the MTU: sent as IP fragments)",
+    )
     cli.add_argument("--tcp-msgs", type=float, default=20.0, help="256-byte writes per second per connection")
     cli.add_argument("--new-flows", type=float, default=100.0, help="short-lived UDP flows opened per second")
     cli.add_argument("--late-tcp", type=int, default=0, help="TCP connections opened at --late-after")

@@ -302,3 +302,29 @@ def test_topology_lists_replicas_of_other_nodes_as_remote_and_programs_the_tunne
         [_xc()], [here, there, nowhere, _replica("u5", "nat", 21)], topology=topology
     )
     assert again.sides_updated == []
+
+
+def test_an_l2_side_answers_for_the_first_l3_nf_beyond_it_in_both_directions() -> None:
+    """nat (L3) -> fw (L2) -> fw2 (L2) -> gw (L3): the nat side resolves gw through both bridges, and
+    gw resolves nat: each answered in place, per replica, by the first cross-connection."""
+
+    def side(nf: str, mode: Mode, mac: str, address: str | None = None) -> XcSide:
+        addresses = (ipaddress.ip_interface(address),) if address else ()
+        return XcSide(nf, "eth1", "n", mode, mac, addresses)
+
+    nat = side("nat", Mode.L3, "02:00:00:00:00:0a", "10.0.0.1/24")
+    gw = side("gw", Mode.L3, "02:00:00:00:00:0b", "10.0.0.2/24")
+    fw, fw2 = side("fw", Mode.L2, "02:00:00:00:00:0c"), side("fw2", Mode.L2, "02:00:00:00:00:0d")
+    xcs = [
+        CrossConnectionSpec("c-nat-fw", "c", "default", nat, fw),
+        CrossConnectionSpec("c-fw-fw2", "c", "default", fw, fw2),
+        CrossConnectionSpec("c-fw2-gw", "c", "default", fw2, gw),
+    ]
+    dp = MemoryDataplane()
+    Reconciler(dp).reconcile(xcs, [])
+    to_gw, to_nat = [Neighbour("10.0.0.2", gw.mac)], [Neighbour("10.0.0.1", nat.mac)]
+    assert dp.neigh[("default/c-nat-fw", Side.B)] == to_gw
+    assert dp.neigh[("default/c-fw-fw2", Side.B)] == to_gw
+    assert dp.neigh[("default/c-fw-fw2", Side.A)] == to_nat
+    assert dp.neigh[("default/c-fw2-gw", Side.A)] == to_nat
+    assert dp.neigh[("default/c-fw2-gw", Side.B)] == to_gw

@@ -176,7 +176,8 @@ static __noinline int handle_nd(struct __sk_buff *skb, const struct ingress *in,
 	if (nd->type == ICMPV6_NS) {
 		__builtin_memcpy(requester, ip6->saddr, 16);
 		int dad = !(requester[0] | requester[1] | requester[2] | requester[3]);
-		struct neigh_val *n = dad ? 0 : find_neighbour(in->xc, other, FAMILY_V6, target, 4);
+		/* Not for tunnel packets: the sending node answers its replicas' solicitations itself. */
+		struct neigh_val *n = dad || in->target ? 0 : find_neighbour(in->xc, other, FAMILY_V6, target, 4);
 		if (n && ip6->hop_limit == 255 && nd->code == 0) {
 			struct eth_hdr *eth = (void *)(long)skb->data;
 			if ((void *)(eth + 1) > (void *)(long)skb->data_end)

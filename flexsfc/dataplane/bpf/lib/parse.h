@@ -116,15 +116,21 @@ static __noinline int handle_ipv6(struct __sk_buff *skb, const struct ingress *i
 			return drop(DROP_MALFORMED);
 		sport = l4[0];
 		dport = l4[1];
-	} else if (!extended && nh == IPPROTO_ICMPV6 && !in->target) {
+	} else if (!extended && nh == IPPROTO_ICMPV6) {
 		/* ICMPv6 errors are followed when the ICMPv6 header comes right after the IPv6 header,
 		 * as routers and hosts send them: follow_icmp_error finds it at a constant offset, and
-		 * this subprogram (on the deepest call chain too) keeps no offset alive through the walk. */
+		 * this subprogram (on the deepest call chain too) keeps no offset alive through the walk.
+		 * Not those from the tunnel: the sending node followed them and names the target. ND from
+		 * the tunnel does go to handle_nd (which answers only local ports): its session must take
+		 * the (requester, target) key the sending node used, or the advertisement answering a
+		 * remote replica's solicitation finds no session and is hashed to any replica. */
 		struct nd_msg *nd = cur;
 		if ((void *)(nd + 1) <= end && is_icmpv6_error(nd->type)) {
-			int verdict = follow_icmp_error(skb, in, FAMILY_V6);
-			if (verdict != ICMP_ERROR_UNMATCHED)
-				return verdict;
+			if (!in->target) {
+				int verdict = follow_icmp_error(skb, in, FAMILY_V6);
+				if (verdict != ICMP_ERROR_UNMATCHED)
+					return verdict;
+			}
 		} else if ((void *)(nd + 1) <= end && (nd->type == ICMPV6_NS || nd->type == ICMPV6_NA)) {
 			int verdict = handle_nd(skb, in, &key);
 			return verdict == ND_NOT_ANSWERED ? forward_packet(skb, &key, in, 0) : verdict;
