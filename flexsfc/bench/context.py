@@ -30,6 +30,7 @@ class BenchContext:
     traffic_rounds: int | None = None  # overrides the traffic section's paired rounds
     traffic_chains: tuple[int, ...] = ()  # only these chain lengths in the traffic section
     udp_senders: int | None = None  # fixed 64 B UDP sender count (default: calibrated)
+    baseline: str | None = None  # git revision whose data plane the multinode section compares with
 
     def pick(self, quick: T, full: T) -> T:
         """The quick-mode value or the full-mode value of a parameter."""

@@ -45,6 +45,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("session_fill", "Per-packet cost as sessions fill"),
     Section("dataplane_micro", "Data-plane microbenchmarks"),
     Section("cni_latency", "CNI ADD/DEL latency"),
+    Section("multinode", "Cross-node cross-connection vs plain VXLAN vs same node"),
 )
 SECTION_NAMES = tuple(s.name for s in SECTIONS)
 

@@ -51,8 +51,8 @@ def _interrupt_on_sigterm() -> None:
     "traffic_rounds",
     type=click.IntRange(min=1),
     default=None,
-    help="Paired rounds of the traffic section (default 9, 1 with --quick): more rounds narrow the "
-    "confidence intervals that decide its targets.",
+    help="Paired rounds of the traffic and multinode sections (default 9 and 15, 1 with --quick): more "
+    "rounds narrow the confidence intervals that decide their targets.",
 )
 @click.option(
     "--chain",
@@ -65,8 +65,15 @@ def _interrupt_on_sigterm() -> None:
     "--udp-senders",
     type=click.IntRange(min=1),
     default=None,
-    help="Traffic section: parallel 64 B UDP senders (default: the count that delivers the most "
-    "packets on the direct veth, found by a short calibration).",
+    help="Traffic and multinode sections: parallel 64 B UDP senders (default: the count that delivers "
+    "the most packets on the reference path, direct veth or plain VXLAN, found by a short calibration).",
+)
+@click.option(
+    "--baseline",
+    default=None,
+    metavar="REV",
+    help="Multinode section: also measure the same-node cross-connection with the data plane of this "
+    "git revision (e.g. HEAD before committing a data-plane change), interleaved: the before/after check.",
 )
 @click.option("--replot", is_flag=True, help="Only regenerate the plots from the JSON results in --out.")
 def bench(
@@ -77,6 +84,7 @@ def bench(
     traffic_rounds: int | None,
     traffic_chains: tuple[str, ...],
     udp_senders: int | None,
+    baseline: str | None,
     replot: bool,
 ) -> None:
     """Run the evaluation: Figures 4-7 of the paper plus remapping, loss, scale and session-fill.
@@ -96,6 +104,7 @@ def bench(
         traffic_rounds=traffic_rounds,
         traffic_chains=tuple(int(pods) for pods in traffic_chains),
         udp_senders=udp_senders,
+        baseline=baseline,
     )
     if replot:
         for path in harness.replot(ctx):

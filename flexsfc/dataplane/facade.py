@@ -7,6 +7,7 @@ write (the node agent); readers may open the same pins concurrently.
 """
 
 import ctypes
+import functools
 import socket
 from collections.abc import Mapping
 
@@ -256,9 +257,17 @@ class Dataplane(TrafficReads):
         try:
             for ifindex, replica in wanted.items():
                 if ifindex not in current:
-                    self._ports.add(rec.id, side_i, replica)
+                    # The tunnel entries first: a session still naming this remote port (removed
+                    # and added back: same key, often the same slot) must never find the slot live
+                    # and them missing.
+                    self._ports.add(
+                        rec.id,
+                        side_i,
+                        replica,
+                        prepare=functools.partial(self._register_tunnel, rec.id, rec.name, side_i, replica),
+                        release=functools.partial(self._tunnels.remove, xc_id=rec.id, side=side_i),
+                    )
                     added.append(ifindex)
-                    self._register_tunnel(rec.id, rec.name, side_i, replica)
         except BaseException:
             for ifindex in added:
                 self._remove_port(ifindex)
@@ -270,14 +279,12 @@ class Dataplane(TrafficReads):
             state = maps.PORT_LEAVING if self._ports.follow_leaving(port) else STATE[replica.state]
             if port.state != state or port.identity != replica.identity:
                 if port.identity != replica.identity:  # its tunnel ids derive from the identity
-                    self._tunnels.remove(port.slot, port.xc, port.side)
-                    self._register_tunnel(rec.id, rec.name, side_i, replica)
+                    self._register_tunnel(rec.id, rec.name, side_i, replica, port.slot)
                 self._ports.update(port, state, replica.identity)
             elif replica.remote is not None and endpoint_address(self._tunnels.endpoint(port.slot)) != (
                 replica.remote.address
             ):  # the node's address changed
-                self._tunnels.remove(port.slot, port.xc, port.side)
-                self._register_tunnel(rec.id, rec.name, side_i, replica)
+                self._register_tunnel(rec.id, rec.name, side_i, replica, port.slot)
 
         active = sorted(
             (r.identity, r.ifindex)
@@ -291,8 +298,8 @@ class Dataplane(TrafficReads):
             if ifindex not in wanted:
                 self._remove_port(ifindex)
 
-    def _register_tunnel(self, xc_id: int, xc: str, side: int, replica: ReplicaPort) -> None:
-        slot = self._ports[replica.ifindex].slot
+    def _register_tunnel(self, xc_id: int, xc: str, side: int, replica: ReplicaPort, slot: int) -> None:
+        """Write (or overwrite in place) the tunnel entries of the port in `slot`."""
         if replica.remote is None:
             self._tunnels.add_local(slot, xc, side, replica.identity)
         else:
@@ -389,9 +396,10 @@ class Dataplane(TrafficReads):
         repairs = self._ports.repair()
         for port in self._ports:  # the tunnel entries of every port, rewritten (idempotent)
             remote = self._remote(port.ifindex, port.slot)
-            self._tunnels.remove(port.slot, port.xc, port.side)
+            if remote is not None and remote.address == "0.0.0.0":
+                continue  # its entry never got written: the next set_replicas writes it
             replica = ReplicaPort(port.ifindex, port.identity, remote=remote)
-            self._register_tunnel(port.xc, self._xcs.name_of(port.xc), port.side, replica)
+            self._register_tunnel(port.xc, self._xcs.name_of(port.xc), port.side, replica, port.slot)
         self._tables.forget()  # compare every live table with a fresh build, not with our memory
         for name in sorted(self._xcs.ids()):
             rec = self._xc(name)

@@ -159,11 +159,19 @@ class TunnelTable:
 
     # ---- ports --------------------------------------------------------------------------------------
 
+    # A port's entries are written before its slot names it (PortTable.add's `prepare`), and an
+    # update overwrites them in place before dropping what no longer applies: a packet whose session
+    # still names the port (a replica removed and added back takes the same key and often the same
+    # slot) never finds the slot live and its tunnel entry missing.
+
     def add_local(self, slot: int, xc: str, side: int, identity: str) -> None:
         """A local port: reachable from other nodes under its VNI, known to them by its sender id."""
         vni = tunnel_vni(xc, side, identity)
         entry = maps.TunnelPort(vni=vni, sender=sender_id(xc, side, identity))
-        libbpf.map_update(self._pins.fd("tunnel_ports"), maps.U32(slot), entry)
+        old = self._write_entry(slot, entry)
+        if old.vni and old.vni != vni and self._targets.get(old.vni) == slot:
+            libbpf.map_delete(self._pins.fd("tunnel_targets"), maps.U32(old.vni))
+            del self._targets[old.vni]
         holder = self._targets.get(vni)
         if holder is not None and holder != slot:
             self._conflict(f"{xc}/{'AB'[side]} {identity}: VNI {vni} already names the port in slot {holder}")
@@ -177,7 +185,7 @@ class TunnelTable:
         entry = maps.TunnelPort(
             node=node, vni=tunnel_vni(xc, side, identity), device=self.device, sender=sender
         )
-        libbpf.map_update(self._pins.fd("tunnel_ports"), maps.U32(slot), entry)
+        old = self._write_entry(slot, entry)
         key = maps.TunnelSenderKey(node=node, xc=xc_id, sender=sender, side=side)
         fd = self._pins.fd("tunnel_senders")
         holder = maps.U32()
@@ -186,8 +194,25 @@ class TunnelTable:
                 f"{xc}/{'AB'[side]} {identity}: sender id {sender} of node {address} already names slot "
                 f"{holder.value}; its packets arrive without a session"
             )
-            return
-        libbpf.map_update(fd, key, maps.U32(slot))
+        else:
+            libbpf.map_update(fd, key, maps.U32(slot))
+        if old.node and (old.node, old.sender) != (node, sender):  # moved to another address
+            self._forget_sender(old, slot, xc_id, side)
+
+    def _write_entry(self, slot: int, entry: maps.TunnelPort) -> maps.TunnelPort:
+        """Write the slot's entry; returns the one it replaced."""
+        fd = self._pins.fd("tunnel_ports")
+        old = maps.TunnelPort()
+        libbpf.map_lookup(fd, maps.U32(slot), old)
+        libbpf.map_update(fd, maps.U32(slot), entry)
+        return old
+
+    def _forget_sender(self, entry: maps.TunnelPort, slot: int, xc_id: int, side: int) -> None:
+        key = maps.TunnelSenderKey(node=entry.node, xc=xc_id, sender=entry.sender, side=side)
+        holder = maps.U32()
+        senders = self._pins.fd("tunnel_senders")
+        if libbpf.map_lookup(senders, key, holder) and holder.value == slot:
+            libbpf.map_delete(senders, key)
 
     def remove(self, slot: int, xc_id: int, side: int) -> None:
         """Forget the tunnel entries of the port in `slot` (its slot is cleared already)."""
@@ -196,11 +221,7 @@ class TunnelTable:
         if not libbpf.map_lookup(fd, maps.U32(slot), entry):
             return
         if entry.node:
-            key = maps.TunnelSenderKey(node=entry.node, xc=xc_id, sender=entry.sender, side=side)
-            holder = maps.U32()
-            senders = self._pins.fd("tunnel_senders")
-            if libbpf.map_lookup(senders, key, holder) and holder.value == slot:
-                libbpf.map_delete(senders, key)
+            self._forget_sender(entry, slot, xc_id, side)
         elif entry.vni and self._targets.get(entry.vni) == slot:
             libbpf.map_delete(self._pins.fd("tunnel_targets"), maps.U32(entry.vni))
             del self._targets[entry.vni]

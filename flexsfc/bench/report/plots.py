@@ -383,6 +383,43 @@ def plot_reaction(result: dict[str, Any], out_dir: Path) -> list[Path]:
     return paths
 
 
+MULTINODE_AXES = {"tcp_gbps": "TCP throughput", "udp_pps": "64 B UDP rate", "lat_p50_us": "p50 latency"}
+
+
+def plot_multinode(result: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Paired ratio of each comparison (path / reference) per metric, with its interval; dashed: the
+    cross-node targets against plain VXLAN."""
+    d = result["data"]
+    comparisons = [c for c in d["paired"] if any(d["paired"][c].get(m) for m in MULTINODE_AXES)]
+    bounds = {m: t.get("bound") for m, t in d["targets"].get("cross_node_vs_vxlan", {}).items()}
+    fig, axes = plt.subplots(1, len(MULTINODE_AXES), figsize=(11, 0.6 * len(comparisons) + 1.6), sharey=True)
+    for ax, (metric, title) in zip(axes, MULTINODE_AXES.items(), strict=True):
+        for y, comparison in enumerate(comparisons):
+            est = d["paired"][comparison].get(metric)
+            if not est:
+                continue
+            ax.errorbar(
+                est["median"],
+                y,
+                xerr=[[est["median"] - est["low"]], [est["high"] - est["median"]]],
+                fmt="o",
+                capsize=3,
+            )
+        ax.axvline(1.0, color="grey", lw=0.8)
+        if bounds.get(metric):
+            ax.axvline(bounds[metric], color="black", ls="--", lw=0.8)
+        ax.set_xlabel(f"{title} ratio", fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(comparisons)), comparisons, fontsize=8)
+    axes[0].invert_yaxis()
+    fig.suptitle(
+        f"Multi-node: {d['params']['rounds']} interleaved rounds (median paired ratio with its sign-test "
+        "interval; dashed: cross-node target vs plain VXLAN)",
+        fontsize=9,
+    )
+    return [_save(fig, out_dir, "multinode.png")]
+
+
 PLOTTERS: dict[str, Callable[[dict[str, Any], Path], list[Path]]] = {
     "resources": plot_resources,
     "traffic": plot_traffic,
@@ -393,4 +430,5 @@ PLOTTERS: dict[str, Callable[[dict[str, Any], Path], list[Path]]] = {
     "session_fill": plot_session_fill,
     "control_plane": plot_control_plane,
     "scale_loss": plot_scale_loss,
+    "multinode": plot_multinode,
 }

@@ -216,6 +216,59 @@ def reaction(d: dict[str, Any]) -> str:
     return _table(["step", "start (ms)", "median"], rows)
 
 
+MULTINODE_METRICS = [
+    ("tcp_gbps", "TCP Gbit/s", 1.0),
+    ("udp_pps", "64 B kpps", 1e-3),
+    ("lat_p50_us", "p50 µs", 1.0),
+]
+
+
+def multinode(d: dict[str, Any]) -> str:
+    """Medians per path; then each comparison's paired ratios with their intervals, the verdicts of
+    the targets, and the remote replica -> first packet figure."""
+    medians = _table(
+        ["path", *(label for _, label, _ in MULTINODE_METRICS)],
+        [
+            [
+                path,
+                *(
+                    _scaled(d["summary"][path][metric]["median"], scale)
+                    for metric, _, scale in MULTINODE_METRICS
+                ),
+            ]
+            for path in d["paths"]
+        ],
+    )
+    verdicts = {
+        "xc-cross-node/vxlan": d["targets"].get("cross_node_vs_vxlan", {}),
+        "xc-same-node/xc-same-node-baseline": d["targets"].get("same_node_vs_baseline", {}),
+    }
+    rows = []
+    for comparison, per in d["paired"].items():
+        judged = verdicts.get(comparison, {})
+        cells = []
+        for metric, _, _ in MULTINODE_METRICS:
+            cell = _with_interval(per.get(metric), 3)
+            if metric in judged:
+                cell += f" ({judged[metric]['verdict']}, bound {judged[metric]['bound']})"
+            cells.append(cell)
+        rows.append([comparison, *cells])
+    ratios = _table(["ratio", *(label for _, label, _ in MULTINODE_METRICS)], rows)
+    first = d.get("first_packet") or {}
+    spread = first.get("replica_added_to_first_packet_ms", {})
+    line = (
+        f"Remote replica added -> first packet: median {_fmt(spread.get('median'), 3)} ms, "
+        f"p90 {_fmt(spread.get('p90'), 3)} ms over {spread.get('n', 0)} repetitions "
+        f"(target <= {d['targets']['first_packet_median_ms']['bound']} ms: "
+        f"{d['targets']['first_packet_median_ms']['verdict']})."
+    )
+    return f"{medians}\n\n{ratios}\n\n{line}"
+
+
+def _scaled(value: float | None, scale: float) -> float | None:
+    return None if value is None else value * scale
+
+
 TABLES: dict[str, Callable[[dict[str, Any]], str]] = {
     "resources": resources,
     "traffic": traffic,
@@ -228,6 +281,7 @@ TABLES: dict[str, Callable[[dict[str, Any]], str]] = {
     "scale_loss": scale_loss,
     "control_plane": control_plane,
     "session_fill": session_fill,
+    "multinode": multinode,
 }
 
 

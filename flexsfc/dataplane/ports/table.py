@@ -153,17 +153,32 @@ class PortTable:
 
     # ---- writes -------------------------------------------------------------------------------------
 
-    def add(self, xc: int, side: int, replica: ReplicaPort) -> None:
+    def add(
+        self,
+        xc: int,
+        side: int,
+        replica: ReplicaPort,
+        prepare: Callable[[int], None] | None = None,
+        release: Callable[[int], None] | None = None,
+    ) -> None:
+        """A new port. `prepare(slot)` runs before anything names the slot, `release(slot)` when
+        the add fails after it (the tunnel entries of the port: tunnels.TunnelTable)."""
         slot = self._free_slots.take()
         if slot is None:  # validation counted the ports: only a broken invariant gets here
             raise DataplaneError(f"too many ports: at most {maps.MAX_PORTS} per node")
+        prepared = False
         try:
+            if prepare is not None:
+                prepare(slot)
+                prepared = True
             self._claim(xc, side, replica, slot)
         except BaseException:
             if replica.ifindex in self._ports:  # registered, the attach failed: undo it all
                 self.remove(replica.ifindex)
             else:
                 self._free_slots.give(slot)
+            if prepared and release is not None:
+                release(slot)
             raise
 
     def _claim(self, xc: int, side: int, replica: ReplicaPort, slot: int) -> None:
