@@ -30,6 +30,7 @@ from flexsfc.dataplane import maps
 from flexsfc.dataplane.api import DataplaneReader
 from flexsfc.dataplane.events import EventStream, Flow, FlowEventRecord
 from flexsfc.model.types import Side
+from flexsfc.util import jsonline
 
 log = logging.getLogger("flexsfc.agent.flow_history")
 
@@ -439,21 +440,11 @@ def serve(path: str, pin_dir: str, size: int, names: NamesSource | None = None) 
 def fetch(path: str, last: int | None = None, timeout: float = IO_TIMEOUT_SECONDS) -> HistoryReply:
     """The history served at `path` (its newest `last` events; all when None)."""
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            sock.connect(path)
-            sock.sendall(json.dumps({"op": "flows", "last": last}).encode() + b"\n")
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = sock.recv(1 << 16)
-                if not chunk:
-                    break
-                data += chunk
+        reply = jsonline.call(path, {"op": "flows", "last": last}, timeout)
     except (FileNotFoundError, ConnectionRefusedError) as exc:
         raise HistoryUnavailable(f"no flow history served at {path}") from exc
-    if not data:
+    if reply is None:
         raise HistoryUnavailable(f"{path} closed the connection without a reply")
-    reply = json.loads(data)
     if not reply.get("ok"):
         raise HistoryUnavailable(f"{path}: {reply.get('error', 'unknown error')}")
     return HistoryReply.from_json(reply["result"])

@@ -108,24 +108,13 @@ class Picture:
 # -- encoding ------------------------------------------------------------------------------------
 
 
-def _side_to_json(side: XcSide) -> dict[str, Any]:
-    return {
-        "nf": side.nf,
-        "interface": side.interface,
-        "network": side.network,
-        "mode": side.mode.value,
-        "mac": side.mac,
-        "addresses": [str(a) for a in side.addresses],
-    }
-
-
 def _xc_to_json(xc: CrossConnectionSpec) -> dict[str, Any]:
     return {
         "name": xc.name,
         "chain": xc.chain,
         "namespace": xc.namespace,
-        "sideA": _side_to_json(xc.side_a),
-        "sideB": _side_to_json(xc.side_b),
+        "sideA": xc.side_a.to_json(),
+        "sideB": xc.side_b.to_json(),
     }
 
 

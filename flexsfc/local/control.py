@@ -6,11 +6,9 @@ back to removing everything from the state file.
 """
 
 import contextlib
-import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +29,7 @@ from flexsfc.local.node import serving_cni
 from flexsfc.local.pod import cleanup_pod_state, remove_sandbox, signal_group
 from flexsfc.local.state import RuntimeState, read_state
 from flexsfc.local.status import ApplyResult, Reaction, ReadyStatus, RuntimeStatus, ScaleResult, SessionRecord
+from flexsfc.util import jsonline
 
 START_TIMEOUT_SECONDS = 20.0
 # How long a command waits for another one that is starting the same runtime (`up` waits for pods).
@@ -54,21 +53,11 @@ class SupervisorConflict(SupervisorError):
 def request(config: RuntimeConfig, op: str, timeout: float = 300.0, **fields: Any) -> Any:
     path = str(config.socket_path)
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            sock.connect(path)
-            sock.sendall(json.dumps({"op": op, **fields}).encode() + b"\n")
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = sock.recv(1 << 16)
-                if not chunk:
-                    break
-                data += chunk
+        reply = jsonline.call(path, {"op": op, **fields}, timeout)
     except (FileNotFoundError, ConnectionRefusedError) as exc:
         raise SupervisorNotRunning(f"no local runtime supervisor at {path}") from exc
-    if not data:
+    if reply is None:
         raise SupervisorError(f"supervisor closed the connection during {op!r}; see {config.supervisor_log}")
-    reply = json.loads(data)
     if not reply.get("ok"):
         raise SupervisorError(reply.get("error", "unknown error"))
     return reply.get("result")

@@ -20,7 +20,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from flexsfc.local.config import RuntimeConfig
 from flexsfc.local.pod import kill_processes_in_netns, process_alive, process_start_ticks
 from flexsfc.local.status import ProcessInfo
 from flexsfc.model.constants import DEFAULT_TUNNEL_DEVICE, DEFAULT_TUNNEL_PORT, TUNNEL_OVERHEAD
+from flexsfc.util import jsonline
 from flexsfc.util.netns import netns_path
 
 log = logging.getLogger(__name__)
@@ -130,19 +130,9 @@ def _write_node_file(node: SimNode) -> None:
 
 def request(path: str, op: str, timeout: float = PUSH_TIMEOUT_SECONDS, **fields: Any) -> Any:
     """One request to a node agent's control socket (flexsfc.agent.picture_server)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(path)
-        sock.sendall(json.dumps({"op": op, **fields}).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(1 << 16)
-            if not chunk:
-                break
-            data += chunk
-    if not data:
+    reply = jsonline.call(path, {"op": op, **fields}, timeout)
+    if reply is None:
         raise NodeError(f"agent at {path} closed the connection during {op!r}")
-    reply = json.loads(data)
     if not reply.get("ok"):
         raise NodeError(str(reply.get("error", "unknown error")))
     return reply.get("result")

@@ -106,6 +106,18 @@ class XcSide:
     mac: str  # shared by every replica (derive_mac)
     addresses: tuple[IPInterface, ...] = ()  # shared by every replica (L3 only)
 
+    def to_json(self) -> dict[str, object]:
+        """The side as a CrossConnection's spec and the agents' pictures carry it. Every key always
+        present (addresses too), so a JSON merge patch of a spec replaces a side whole."""
+        return {
+            "nf": self.nf,
+            "interface": self.interface,
+            "network": self.network,
+            "mode": self.mode.value,
+            "mac": self.mac,
+            "addresses": [str(address) for address in self.addresses],
+        }
+
 
 @dataclass(frozen=True)
 class CrossConnectionSpec:

@@ -13,18 +13,6 @@ from flexsfc.model.constants import API_GROUP_VERSION, KIND_CROSS_CONNECTION, LA
 from flexsfc.model.types import ChainSettings, CrossConnectionSpec, Mode, SessionTimeouts, XcSide
 
 
-def _side_dict(side: XcSide) -> dict[str, Any]:
-    # Every key always present (addresses too), so a JSON merge patch of the spec replaces it whole.
-    return {
-        "nf": side.nf,
-        "interface": side.interface,
-        "network": side.network,
-        "mode": side.mode.value,
-        "mac": side.mac,
-        "addresses": [str(address) for address in side.addresses],
-    }
-
-
 def settings_dict(settings: ChainSettings) -> dict[str, Any]:
     return {
         "maglevTableSize": settings.maglev_table_size,
@@ -35,8 +23,8 @@ def settings_dict(settings: ChainSettings) -> dict[str, Any]:
 def xc_spec_dict(xc: CrossConnectionSpec, settings: ChainSettings) -> dict[str, Any]:
     return {
         "chain": xc.chain,
-        "sideA": _side_dict(xc.side_a),
-        "sideB": _side_dict(xc.side_b),
+        "sideA": xc.side_a.to_json(),
+        "sideB": xc.side_b.to_json(),
         "settings": settings_dict(settings),
     }
 
