@@ -53,6 +53,7 @@ from flexsfc.agent.cni_wire import (
     socket_reader,
 )
 from flexsfc.agent.cni_wire import bytes_reader as _bytes_reader
+from flexsfc.util import jsonline
 
 log = logging.getLogger("flexsfc.agent.cni_server")  # one logger for the CNI socket (`flexsfc agent -v`)
 
@@ -194,15 +195,7 @@ class CniServer:
             return False
 
     def _someone_listens(self) -> bool:
-        if not os.path.exists(self.socket_path):
-            return False
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-            probe.settimeout(1.0)
-            try:
-                probe.connect(self.socket_path)
-            except OSError:
-                return False
-        return True
+        return os.path.exists(self.socket_path) and jsonline.answers(self.socket_path)
 
     def _accept_loop(self) -> None:
         listener = self._listener

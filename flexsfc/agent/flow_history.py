@@ -17,7 +17,6 @@ import contextlib
 import json
 import logging
 import os
-import socket
 import socketserver
 import threading
 import time
@@ -339,16 +338,6 @@ def default_socket(cni_socket: str) -> str:
     return os.path.join(os.path.dirname(cni_socket) or ".", SOCKET_NAME)
 
 
-def _answers(path: str) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(1.0)
-        try:
-            probe.connect(path)
-        except OSError:
-            return False
-    return True
-
-
 class _Handler(socketserver.StreamRequestHandler):
     server: "FlowHistoryServer"
     timeout = IO_TIMEOUT_SECONDS
@@ -377,7 +366,7 @@ class FlowHistoryServer(socketserver.ThreadingUnixStreamServer):
         self._thread: threading.Thread | None = None
         os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
         if os.path.exists(path):
-            if _answers(path):  # never take the socket of a live process
+            if jsonline.answers(path):  # never take the socket of a live process
                 raise RuntimeError(f"another process serves {path}")
             os.unlink(path)
         super().__init__(path, _Handler)

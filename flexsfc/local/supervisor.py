@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import socketserver
 import sys
 import threading
@@ -39,23 +38,13 @@ from flexsfc.local.podspec import PodSpecError
 from flexsfc.local.runtime import Runtime, RuntimeRequestError
 from flexsfc.local.state import read_state
 from flexsfc.local.status import ReadyStatus
+from flexsfc.util import jsonline
 
 log = logging.getLogger("flexsfc.local.supervisor")
 
 
 class SocketInUse(RuntimeError):
     pass
-
-
-def socket_answers(path: str) -> bool:
-    """Whether a process accepts connections on the Unix socket at `path`."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(2)
-        try:
-            sock.connect(path)
-        except OSError:
-            return False
-        return True
 
 
 class _Handler(socketserver.StreamRequestHandler):
@@ -87,7 +76,7 @@ class ControlServer(socketserver.ThreadingUnixStreamServer):
         if path.exists():
             # The supervisor lock makes this the only supervisor of the directory; still, never
             # take the socket from a process that answers on it: only a dead one's is removed.
-            if socket_answers(str(path)):
+            if jsonline.answers(str(path), timeout=2):
                 raise SocketInUse(f"a live process answers on {path}; not replacing its socket")
             path.unlink()
         super().__init__(str(path), _Handler)

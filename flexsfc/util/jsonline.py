@@ -25,3 +25,15 @@ def call(path: str, request: Mapping[str, Any], timeout: float) -> dict[str, Any
         return None
     reply: dict[str, Any] = json.loads(data)
     return reply
+
+
+def answers(path: str, timeout: float = 1.0) -> bool:
+    """Whether a process accepts connections on the Unix socket at `path` (a server checks this
+    before it replaces a socket file: only a dead process's is ever taken over)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(timeout)
+        try:
+            probe.connect(path)
+        except OSError:
+            return False
+    return True
