@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import numpy as np
 import numpy.typing as npt
 
-from flexsfc.dataplane import libbpf, maps
+from flexsfc.dataplane import codecs, libbpf, maps
 from flexsfc.dataplane.api import (
     DataplaneError,
     Neighbour,
@@ -187,7 +187,7 @@ class Dataplane(TrafficReads):
 
     def ensure_xc(self, name: str, *, maglev_table_size: int | None = None) -> int:
         size = maglev_table_size or DEFAULT_MAGLEV_TABLE_SIZE
-        maps.encode_name(name, "cross-connection name")
+        codecs.encode_name(name, "cross-connection name")
         if not is_prime(size) or size not in ALLOWED_MAGLEV_TABLE_SIZES:
             raise ValueError(
                 f"maglev_table_size {size}: use one of the primes "
@@ -227,7 +227,7 @@ class Dataplane(TrafficReads):
         """Register cross-connection `name` as `new_name`: only its registry key changes (id,
         tables, ports, neighbours and sessions are by id), so forwarding is not touched. For the
         agent's one-time move from bare names to namespaced keys (naming.xc_key)."""
-        maps.encode_name(new_name, "cross-connection name")
+        codecs.encode_name(new_name, "cross-connection name")
         self._xcs.rename(self._xc(name), new_name)
 
     def list_xcs(self) -> dict[str, int]:

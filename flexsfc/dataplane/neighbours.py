@@ -8,7 +8,7 @@ after each syscall; the learned ones are read from their map when asked.
 import ctypes
 import ipaddress
 
-from flexsfc.dataplane import libbpf, maps
+from flexsfc.dataplane import codecs, libbpf, maps
 from flexsfc.dataplane.api import DataplaneError, Neighbour
 from flexsfc.dataplane.pins import Pins
 
@@ -36,7 +36,7 @@ class NeighbourTable:
                 ) from None
             key = _neigh_key(xc, side, ip)
             wanted[bytes(key)] = maps.NeighVal(
-                mac=(ctypes.c_uint8 * 6)(*maps.mac_bytes(neighbour.mac, f"neighbours[{i}].mac"))
+                mac=(ctypes.c_uint8 * 6)(*codecs.mac_bytes(neighbour.mac, f"neighbours[{i}].mac"))
             )
         fd = self._pins.fd("neighbours")
         programmed = self._index.get((xc, side), {})
@@ -72,7 +72,7 @@ class NeighbourTable:
         for raw_key, raw_value in pairs:
             key, value = maps.NeighKey.from_buffer_copy(raw_key), maps.NeighVal.from_buffer_copy(raw_value)
             out.append(
-                Neighbour(maps.addr_bytes(key.family, bytes(key.addr)), maps.mac_str(bytes(value.mac)))
+                Neighbour(codecs.addr_bytes(key.family, bytes(key.addr)), codecs.mac_str(bytes(value.mac)))
             )
         return out
 

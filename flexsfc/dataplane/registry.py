@@ -8,7 +8,7 @@ renames them (:meth:`XcRegistry.rename`), keeping id, tables, ports and sessions
 
 from dataclasses import dataclass
 
-from flexsfc.dataplane import libbpf, maps
+from flexsfc.dataplane import codecs, libbpf, maps
 from flexsfc.dataplane.alloc import FreeIds, PoolGaps
 from flexsfc.dataplane.api import DataplaneError
 from flexsfc.dataplane.naming import is_legacy_key, xc_key
@@ -95,14 +95,14 @@ class XcRegistry:
         """Delete the keys an interrupted rename left behind (writers only: readers never write)."""
         fd = self._pins.fd("xc_registry")
         for name in self._stale:
-            libbpf.map_delete(fd, maps.encode_name(name, "cross-connection name"))
+            libbpf.map_delete(fd, codecs.encode_name(name, "cross-connection name"))
         self._stale.clear()
 
     def register(self, xc: XcLayout) -> None:
         self._drop_stale()
         rec = maps.XcRecord(id=xc.id, table_size=xc.table_size, pool_base=xc.pool_base)
         libbpf.map_update(
-            self._pins.fd("xc_registry"), maps.encode_name(xc.name, "cross-connection name"), rec
+            self._pins.fd("xc_registry"), codecs.encode_name(xc.name, "cross-connection name"), rec
         )
         self._xcs[xc.name] = xc
 
@@ -116,8 +116,8 @@ class XcRegistry:
         renamed = XcLayout(new_name, xc.id, xc.table_size, xc.pool_base)
         rec = maps.XcRecord(id=xc.id, table_size=xc.table_size, pool_base=xc.pool_base)
         fd = self._pins.fd("xc_registry")
-        libbpf.map_update(fd, maps.encode_name(new_name, "cross-connection name"), rec)
-        libbpf.map_delete(fd, maps.encode_name(xc.name, "cross-connection name"))
+        libbpf.map_update(fd, codecs.encode_name(new_name, "cross-connection name"), rec)
+        libbpf.map_delete(fd, codecs.encode_name(xc.name, "cross-connection name"))
         self._xcs.pop(xc.name, None)
         self._xcs[new_name] = renamed
         return renamed
@@ -127,7 +127,7 @@ class XcRegistry:
         self._drop_stale()
         if self._xcs.get(xc.name) == xc:
             libbpf.map_delete(
-                self._pins.fd("xc_registry"), maps.encode_name(xc.name, "cross-connection name")
+                self._pins.fd("xc_registry"), codecs.encode_name(xc.name, "cross-connection name")
             )
             del self._xcs[xc.name]
         self._free_ids.give(xc.id)

@@ -7,7 +7,7 @@ import socket
 from functools import cache
 from typing import cast
 
-from flexsfc.dataplane import libbpf, maps
+from flexsfc.dataplane import codecs, libbpf, maps
 from flexsfc.dataplane.api import SessionEntry
 from flexsfc.dataplane.build import ensure_session_count_lib
 from flexsfc.dataplane.pins import Pins
@@ -152,4 +152,4 @@ class SessionReader:
 
 
 def _flow_addr(family: int, raw: bytes) -> str:
-    return maps.addr_bytes(maps.FAMILY_V6 if family == maps.FAMILY_V6 else maps.FAMILY_V4, raw)
+    return codecs.addr_bytes(maps.FAMILY_V6 if family == maps.FAMILY_V6 else maps.FAMILY_V4, raw)

@@ -8,7 +8,7 @@ never looks at them.
 import ipaddress
 import struct
 
-from flexsfc.dataplane.maps import mac_bytes
+from flexsfc.dataplane.codecs import mac_bytes
 
 ETH_P_IP = 0x0800
 ETH_P_ARP = 0x0806

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from flexsfc.dataplane import libbpf, maps, tcfilter
+from flexsfc.dataplane import codecs, libbpf, maps, tcfilter
 from flexsfc.dataplane.alloc import FreeIds
 from flexsfc.dataplane.api import DataplaneError, PortStats, ReplicaPort, ReplicaState
 from flexsfc.dataplane.pins import TC_HANDLE, TC_PRIORITY, Pins
@@ -113,7 +113,7 @@ class PortTable:
                 raise ValueError(
                     f"{field}.identity {replica.identity!r}: listed twice; identities must be unique"
                 )
-            maps.encode_name(replica.identity, f"{field}.identity")
+            codecs.encode_name(replica.identity, f"{field}.identity")
             ReplicaState(replica.state)
             owner = self._ports.get(replica.ifindex)
             if owner is not None and (owner.xc != rec.id or owner.side != side):
@@ -183,7 +183,9 @@ class PortTable:
 
     def _claim(self, xc: int, side: int, replica: ReplicaPort, slot: int) -> None:
         key = maps.U32(replica.ifindex)
-        libbpf.map_update(self._pins.fd("port_identity"), key, maps.encode_name(replica.identity, "identity"))
+        libbpf.map_update(
+            self._pins.fd("port_identity"), key, codecs.encode_name(replica.identity, "identity")
+        )
         state = states.STATE[replica.state]
         self._write_slot(slot, replica.ifindex, xc, side, state)
         info = maps.PortInfo(xc=xc, slot=slot, side=side, state=state)
@@ -209,7 +211,7 @@ class PortTable:
 
     def update(self, port: Port, state: int, identity: str) -> None:
         key = maps.U32(port.ifindex)
-        libbpf.map_update(self._pins.fd("port_identity"), key, maps.encode_name(identity, "identity"))
+        libbpf.map_update(self._pins.fd("port_identity"), key, codecs.encode_name(identity, "identity"))
         self._write_port_info(
             port.ifindex, maps.PortInfo(xc=port.xc, slot=port.slot, side=port.side, state=state)
         )

@@ -16,7 +16,7 @@ import pytest
 
 from flexsfc.agent.reconciler import Reconciler
 from flexsfc.agent.types import NfReplica, ReplicaPhase
-from flexsfc.dataplane import libbpf, maps
+from flexsfc.dataplane import codecs, libbpf, maps
 from flexsfc.dataplane.api import ReplicaPort
 from flexsfc.dataplane.facade import Dataplane
 from flexsfc.model.records import AttachmentRecord
@@ -161,7 +161,7 @@ def test_a_rename_interrupted_between_its_two_writes_resolves_to_the_new_name(da
     record = maps.XcRecord(id=layout.id, table_size=layout.table_size, pool_base=layout.pool_base)
     # The new key written, the agent killed before deleting the old one.
     libbpf.map_update(
-        dataplane.map_fd("xc_registry"), maps.encode_name("team-a/web-client-server", "k"), record
+        dataplane.map_fd("xc_registry"), codecs.encode_name("team-a/web-client-server", "k"), record
     )
 
     with Dataplane(dataplane.pin_dir) as reopened:
