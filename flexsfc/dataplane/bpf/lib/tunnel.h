@@ -4,10 +4,11 @@
  * every node. A pick on another node is a port slot like a local one, whose reference carries a
  * key with REMOTE_PORT_BIT instead of an ifindex: the packet gets a tunnel key (the node, the
  * target's VNI) and the sender's 16-bit identity (the VXLAN group-policy field), and goes to the
- * node's VXLAN device in external mode. The same program, at that device's ingress (tag
- * TAG_TUNNEL), checks the outer source against the known nodes, finds the local port the VNI
- * names and this node's reference to the sender, records the session with both (so the reply goes
- * back to the exact replica that sent, whatever the tables say by then) and delivers.
+ * node's VXLAN device in external mode. The second program of the object, xtunnel, runs at that
+ * device's ingress (its filter tagged TAG_TUNNEL, for the redirect mode): it checks the outer
+ * source against the known nodes, finds the local port the VNI names and this node's reference to
+ * the sender, records the session with both (so the reply goes back to the exact replica that
+ * sent, whatever the tables say by then) and delivers.
  */
 #ifndef XC_TUNNEL_H
 #define XC_TUNNEL_H
